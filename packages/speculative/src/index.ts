@@ -1,1 +1,10 @@
-export {};
+export * from './generator.js';
+export * from './options.js';
+export * from './accept.js';
+export * from './draft.js';
+export * from './verify.js';
+export * from './stopping.js';
+export { TokenHistory, RowBuffer, TokenPicker, type TokenBlock, type DecodeState } from './state.js';
+export * from './modes/acd.js';
+export * from './modes/calm-confidence.js';
+export { CalmStages } from './modes/calm.js';

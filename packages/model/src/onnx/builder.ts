@@ -1,0 +1,165 @@
+/**
+ * Graph-building helpers over the protobuf encoder: named values, initializers, constants and one
+ * method per ONNX operator mexit uses. Architectures compose these; nothing here knows about models.
+ */
+import {
+  encodeModel,
+  OnnxType,
+  type AttributeValue,
+  type NodeProtoData,
+  type OnnxElemType,
+  type TensorProtoData,
+  type ValueInfoData,
+} from './encoder.js';
+
+export const OPSET = 17;
+const IR_VERSION = 8;
+const INT64_MAX = 9223372036854775807n;
+
+type Attrs = Record<string, AttributeValue>;
+export const attr = {
+  int: (value: number): AttributeValue => ({ kind: 'int', value }),
+  float: (value: number): AttributeValue => ({ kind: 'float', value }),
+  ints: (value: readonly number[]): AttributeValue => ({ kind: 'ints', value }),
+};
+
+function bytesOf(data: Float32Array | BigInt64Array | Int32Array | Uint8Array): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export class GraphBuilder {
+  private readonly nodes: NodeProtoData[] = [];
+  private readonly initializers: TensorProtoData[] = [];
+  private readonly inputs: ValueInfoData[] = [];
+  private readonly outputs: ValueInfoData[] = [];
+  private readonly constCache = new Map<string, string>();
+  private readonly initializerNames = new Set<string>();
+  private counter = 0;
+  /** Bytes of weights embedded in this graph (for memory reports). */
+  weightBytes = 0;
+
+  constructor(private readonly graphName: string) {}
+
+  private fresh(hint: string): string {
+    return `${hint}_${this.counter++}`;
+  }
+
+  input(name: string, elemType: OnnxElemType, dims: (number | string)[]): string {
+    this.inputs.push({ name, elemType, dims });
+    return name;
+  }
+
+  /** Marks `value` as a graph output under `name` (through Identity when the names differ). */
+  output(value: string, name: string, elemType: OnnxElemType, dims: (number | string)[]): void {
+    if (value !== name) this.nodes.push({ opType: 'Identity', inputs: [value], outputs: [name], name: this.fresh('out') });
+    this.outputs.push({ name, elemType, dims });
+  }
+
+  /** Adds a weight once per graph; a second call with the same name reuses it (tied heads share one copy). */
+  weight(name: string, data: Float32Array, dims: readonly number[]): string {
+    if (!this.initializerNames.has(name)) {
+      this.initializerNames.add(name);
+      this.initializers.push({ name, elemType: OnnxType.FLOAT, dims, raw: bytesOf(data) });
+      this.weightBytes += data.byteLength;
+    }
+    return name;
+  }
+
+  hasWeight(name: string): boolean {
+    return this.initializerNames.has(name);
+  }
+
+  constF32(values: readonly number[], dims: readonly number[] = [values.length]): string {
+    return this.constant('f', OnnxType.FLOAT, Float32Array.from(values), values, dims);
+  }
+
+  constI64(values: readonly (number | bigint)[], dims: readonly number[] = [values.length]): string {
+    return this.constant('i', OnnxType.INT64, BigInt64Array.from(values, (v) => BigInt(v)), values, dims);
+  }
+
+  private constant(
+    tag: string,
+    elemType: OnnxElemType,
+    data: Float32Array | BigInt64Array,
+    values: readonly (number | bigint)[],
+    dims: readonly number[],
+  ): string {
+    const key = `${tag}:${dims.join('x')}:${values.join(',')}`;
+    const cached = this.constCache.get(key);
+    if (cached) return cached;
+    const name = this.fresh(`const_${tag}`);
+    this.initializers.push({ name, elemType, dims, raw: bytesOf(data).slice() });
+    this.constCache.set(key, name);
+    return name;
+  }
+
+  /** Generic node with one output. */
+  op(opType: string, inputs: string[], attributes?: Attrs, hint = opType.toLowerCase()): string {
+    const out = this.fresh(hint);
+    this.nodes.push({ opType, inputs, outputs: [out], name: this.fresh(opType), attributes });
+    return out;
+  }
+
+  /** Generic node with several outputs. */
+  opMulti(opType: string, inputs: string[], numOutputs: number, attributes?: Attrs): string[] {
+    const outs = Array.from({ length: numOutputs }, () => this.fresh(opType.toLowerCase()));
+    this.nodes.push({ opType, inputs, outputs: outs, name: this.fresh(opType), attributes });
+    return outs;
+  }
+
+  // ---- operators ---------------------------------------------------------------------------
+  add(a: string, b: string): string { return this.op('Add', [a, b]); }
+  sub(a: string, b: string): string { return this.op('Sub', [a, b]); }
+  mul(a: string, b: string): string { return this.op('Mul', [a, b]); }
+  div(a: string, b: string): string { return this.op('Div', [a, b]); }
+  neg(a: string): string { return this.op('Neg', [a]); }
+  tanh(a: string): string { return this.op('Tanh', [a]); }
+  sigmoid(a: string): string { return this.op('Sigmoid', [a]); }
+  cos(a: string): string { return this.op('Cos', [a]); }
+  sin(a: string): string { return this.op('Sin', [a]); }
+  matmul(a: string, b: string): string { return this.op('MatMul', [a, b]); }
+  /** y = a · bᵀ (+ c): for [out, in] weights stored as in nn.Linear, without a transposed copy. */
+  linearT(a: string, weightT: string, bias?: string): string {
+    return this.op('Gemm', bias ? [a, weightT, bias] : [a, weightT], { transB: attr.int(1) }, 'linear');
+  }
+  gather(data: string, indices: string, axis = 0): string { return this.op('Gather', [data, indices], { axis: attr.int(axis) }); }
+  reshape(a: string, shape: readonly number[]): string { return this.op('Reshape', [a, this.constI64(shape)]); }
+  reshapeDyn(a: string, shape: string): string { return this.op('Reshape', [a, shape]); }
+  transpose(a: string, perm: readonly number[]): string { return this.op('Transpose', [a], { perm: attr.ints(perm) }); }
+  concat(inputs: string[], axis: number): string { return this.op('Concat', inputs, { axis: attr.int(axis) }); }
+  softmax(a: string, axis = -1): string { return this.op('Softmax', [a], { axis: attr.int(axis) }); }
+  unsqueeze(a: string, axes: readonly number[]): string { return this.op('Unsqueeze', [a, this.constI64(axes)]); }
+  squeeze(a: string, axes: readonly number[]): string { return this.op('Squeeze', [a, this.constI64(axes)]); }
+  shape(a: string): string { return this.op('Shape', [a]); }
+  cast(a: string, to: OnnxElemType): string { return this.op('Cast', [a], { to: attr.int(to) }); }
+  less(a: string, b: string): string { return this.op('Less', [a, b]); }
+  greater(a: string, b: string): string { return this.op('Greater', [a, b]); }
+  or(a: string, b: string): string { return this.op('Or', [a, b]); }
+  where(cond: string, a: string, b: string): string { return this.op('Where', [cond, a, b]); }
+  range(start: string, limit: string, delta: string): string { return this.op('Range', [start, limit, delta]); }
+  /** Slice along one axis; `end` omitted = to the end. Bounds may be constants or graph values. */
+  slice(a: string, axis: number, start: number | string, end?: number | string): string {
+    const s = typeof start === 'number' ? this.constI64([start]) : start;
+    const e = end === undefined ? this.constI64([INT64_MAX]) : typeof end === 'number' ? this.constI64([end]) : end;
+    return this.op('Slice', [a, s, e, this.constI64([axis])]);
+  }
+  layerNorm(x: string, scale: string, bias: string, eps: number): string {
+    return this.op('LayerNormalization', [x, scale, bias], { axis: attr.int(-1), epsilon: attr.float(eps) });
+  }
+  reduceMean(a: string, axes: readonly number[]): string {
+    return this.op('ReduceMean', [a], { axes: attr.ints(axes), keepdims: attr.int(1) });
+  }
+  sqrt(a: string): string { return this.op('Sqrt', [a]); }
+
+  toBytes(): Uint8Array {
+    return encodeModel({
+      irVersion: IR_VERSION,
+      opsets: [{ domain: '', version: OPSET }],
+      graphName: this.graphName,
+      nodes: this.nodes,
+      initializers: this.initializers,
+      inputs: this.inputs,
+      outputs: this.outputs,
+    });
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * A stage is one ORT session over a contiguous layer range [from, to) of one model:
+ *   inputs   ids [n] (from = 0) or hidden [n, d]; past_k_l / past_v_l [P, kvHeads, headDim] per layer
+ *            (zero-copy views of the KvCache); logits_start [1] when the stage has exits
+ *   outputs  hidden_out [n, d] (raw residual after block `to`); logits_i [n − logits_start, vocab] per
+ *            exit; new_k_l / new_v_l [n, kvHeads, headDim] — only the new rows, appended to the cache.
+ * Returning the whole cache would make ORT copy it on every call; we never do.
+ * `propagate` stages compute only K/V of their layers from the input hidden state (CALM state propagation).
+ */
+import ort from 'onnxruntime-node';
+import { CacheError, OptionsError, type KvCache } from '@mexit/core';
+import { GraphBuilder } from './onnx/builder.js';
+import { OnnxType } from './onnx/encoder.js';
+import { createStageContext, type Architecture, type WeightSource } from './arch/common.js';
+import { buildExit, exitKey, type ExitSpec } from './exits.js';
+import type { ModelConfig } from './config.js';
+
+export interface StageSpec {
+  from: number;
+  to: number;
+  /** Exits read inside the stage; each layer must lie in [max(from, 1), to]. */
+  exits?: ExitSpec[];
+  /** K/V-only stage: writes the layers' K/V computed from the input hidden, runs no attention/MLP. */
+  propagate?: boolean;
+}
+
+export function stageKey(spec: StageSpec): string {
+  const exits = (spec.exits ?? []).map(exitKey).join(',');
+  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}`;
+}
+
+export interface StageResult {
+  /** [n, hiddenSize]: residual stream after block `to` (the input itself for propagate stages). */
+  hidden: Float32Array;
+  /** One [rows, vocab] array per exit, rows = n − logitsStart. */
+  logits: Float32Array[];
+  numTokens: number;
+}
+
+/** Builds the ONNX graph of a stage. Exported for tests and graph inspection. */
+export function buildStageGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, spec: StageSpec): { bytes: Uint8Array; weightBytes: number } {
+  const g = new GraphBuilder(stageKey(spec));
+  const { hiddenSize: d, numKvHeads, headDim } = cfg;
+  const embeds = spec.from === 0 && !spec.propagate;
+  const input = embeds ? g.input('ids', OnnxType.INT64, ['n']) : g.input('hidden', OnnxType.FLOAT, ['n', d]);
+  const pasts: { k: string; v: string }[] = [];
+  for (let l = spec.from; l < spec.to; l++) {
+    pasts.push({
+      k: g.input(`past_k_${l}`, OnnxType.FLOAT, ['past', numKvHeads, headDim]),
+      v: g.input(`past_v_${l}`, OnnxType.FLOAT, ['past', numKvHeads, headDim]),
+    });
+  }
+  const exits = spec.exits ?? [];
+  const logitsStart = exits.length ? g.input('logits_start', OnnxType.INT64, [1]) : '';
+  const pastLength = pasts.length ? g.slice(g.shape(pasts[0].k), 0, 0, 1) : g.constI64([0]);
+  const numNew = g.slice(g.shape(input), 0, 0, 1);
+  const ctx = createStageContext(g, cfg, w, pastLength, numNew);
+
+  const exitOutputs = new Map<number, string>();
+  const readExits = (layer: number, h: string) => {
+    exits.forEach((e, i) => {
+      if (e.layer === layer) exitOutputs.set(i, buildExit(ctx, arch, e, g.slice(h, 0, logitsStart)));
+    });
+  };
+
+  let hidden = embeds ? arch.embed(ctx, input) : input;
+  readExits(spec.from, hidden);
+  for (let l = spec.from; l < spec.to; l++) {
+    const out = spec.propagate ? arch.keyValues(ctx, l, hidden) : arch.block(ctx, l, hidden, pasts[l - spec.from].k, pasts[l - spec.from].v);
+    if (!spec.propagate) hidden = (out as { hidden: string }).hidden;
+    g.output(out.newK, `new_k_${l}`, OnnxType.FLOAT, ['n', numKvHeads, headDim]);
+    g.output(out.newV, `new_v_${l}`, OnnxType.FLOAT, ['n', numKvHeads, headDim]);
+    readExits(l + 1, hidden);
+  }
+  if (!spec.propagate) g.output(hidden, 'hidden_out', OnnxType.FLOAT, ['n', d]);
+  exits.forEach((_, i) => g.output(exitOutputs.get(i)!, `logits_${i}`, OnnxType.FLOAT, ['rows', cfg.vocabSize]));
+  return { bytes: g.toBytes(), weightBytes: g.weightBytes };
+}
+
+export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
+  const { from, to } = spec;
+  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > cfg.numLayers || from > to) {
+    throw new OptionsError('STAGE_RANGE', `layer range [${from}, ${to}) is invalid for a ${cfg.numLayers}-layer model`);
+  }
+  for (const e of spec.exits ?? []) {
+    if (e.layer < Math.max(from, 1) || e.layer > to) {
+      throw new OptionsError('STAGE_EXIT', `exit at layer ${e.layer} is outside stage [${from}, ${to})`);
+    }
+  }
+  if (spec.propagate && spec.exits?.length) throw new OptionsError('STAGE_EXIT', 'propagate stages have no exits');
+}
+
+/** One compiled stage with reusable input buffers. */
+export class Stage {
+  /** Accumulated wall time inside session.run (ms) and number of calls, for overhead reports. */
+  runMs = 0;
+  calls = 0;
+  private idsBuffer = new BigInt64Array(64);
+  private readonly startBuffer = new BigInt64Array(1);
+  private readonly feeds: Record<string, ort.Tensor> = {};
+
+  constructor(
+    readonly spec: StageSpec,
+    private readonly session: ort.InferenceSession,
+    private readonly cfg: ModelConfig,
+    readonly weightBytes: number,
+    readonly buildMs: number,
+  ) {}
+
+  /**
+   * Runs `input` (token ids for stages starting at layer 0, else hidden rows [n, d]) at the positions
+   * following the cache, appends the new K/V rows of this stage's layers to `cache`, and returns the
+   * hidden state and exit logits for rows logitsStart..n−1.
+   */
+  async run(cache: KvCache, input: ArrayLike<number> | Float32Array, logitsStart = 0): Promise<StageResult> {
+    const { from, to } = this.spec;
+    const { hiddenSize: d, numKvHeads, headDim } = this.cfg;
+    const embeds = from === 0 && !this.spec.propagate;
+    const n = embeds ? input.length : input.length / d;
+    if (!Number.isInteger(n) || n < 1) throw new OptionsError('STAGE_INPUT', `stage ${stageKey(this.spec)} got an empty or misshapen input`);
+    const past = from < to ? cache.length(from) : 0;
+    for (let l = from; l < to; l++) {
+      if (cache.length(l) !== past) {
+        throw new CacheError('KV_LAYER_MISMATCH', `layer ${l} holds ${cache.length(l)} rows but layer ${from} holds ${past}; a stage's layers must be in step`);
+      }
+    }
+    if (past + n > this.cfg.maxPositions) {
+      throw new OptionsError('CONTEXT_OVERFLOW', `positions up to ${past + n} exceed max_position_embeddings ${this.cfg.maxPositions}`);
+    }
+    const feeds = this.feeds;
+    if (embeds) {
+      if (this.idsBuffer.length < n) this.idsBuffer = new BigInt64Array(Math.max(n, this.idsBuffer.length * 2));
+      for (let i = 0; i < n; i++) {
+        const id = input[i];
+        if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocabSize) {
+          throw new OptionsError('TOKEN_ID_RANGE', `token id ${id} is outside the vocabulary 0..${this.cfg.vocabSize - 1}`);
+        }
+        this.idsBuffer[i] = BigInt(id);
+      }
+      feeds.ids = new ort.Tensor('int64', this.idsBuffer.subarray(0, n), [n]);
+    } else {
+      feeds.hidden = new ort.Tensor('float32', input as Float32Array, [n, d]);
+    }
+    for (let l = from; l < to; l++) {
+      const view = cache.view(l, past);
+      feeds[`past_k_${l}`] = new ort.Tensor('float32', view.k, [past, numKvHeads, headDim]);
+      feeds[`past_v_${l}`] = new ort.Tensor('float32', view.v, [past, numKvHeads, headDim]);
+    }
+    const numExits = this.spec.exits?.length ?? 0;
+    if (numExits) {
+      if (!Number.isInteger(logitsStart) || logitsStart < 0 || logitsStart >= n) {
+        throw new OptionsError('STAGE_INPUT', `logitsStart ${logitsStart} must lie in 0..${n - 1}`);
+      }
+      this.startBuffer[0] = BigInt(logitsStart);
+      feeds.logits_start = new ort.Tensor('int64', this.startBuffer, [1]);
+    }
+    const t0 = performance.now();
+    const out = await this.session.run(feeds);
+    this.runMs += performance.now() - t0;
+    this.calls++;
+    for (let l = from; l < to; l++) {
+      cache.append(l, out[`new_k_${l}`].data as Float32Array, out[`new_v_${l}`].data as Float32Array);
+    }
+    const logits: Float32Array[] = [];
+    for (let i = 0; i < numExits; i++) logits.push(out[`logits_${i}`].data as Float32Array);
+    const hidden = this.spec.propagate ? (input as Float32Array) : (out.hidden_out.data as Float32Array);
+    return { hidden, logits, numTokens: n };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Draft stage: layers [0, E) + the exit head, one token at a time. Every fed row's exit hidden state
+ * (output of block E) is kept so the verify stage can start at layer E without recomputing early layers.
+ */
+import type { ExitHeadKind, ModelRuntime, Stage } from '@mexit/model';
+import { now, type DecodeState, type RowBuffer } from './state.js';
+
+export class Drafter {
+  /** q_i: the distribution draft i was sampled from (sampling mode only). */
+  readonly draftProbs: Float32Array[] = [];
+  private readonly single = [0];
+
+  private constructor(
+    /** [0, E) with the exit head: one call per draft token. */
+    private readonly draftStage: Stage,
+    /** [0, E) without a head: feeds the last draft, whose own prediction is never needed. */
+    private readonly feedStage: Stage,
+    private readonly vocabSize: number,
+  ) {}
+
+  static async create(runtime: ModelRuntime, exitLayer: number, exitHead: ExitHeadKind): Promise<Drafter> {
+    const [draftStage, feedStage] = await Promise.all([
+      runtime.stage({ from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }] }),
+      runtime.stage({ from: 0, to: exitLayer }),
+    ]);
+    return new Drafter(draftStage, feedStage, runtime.config.vocabSize);
+  }
+
+  private probsBuffer(i: number): Float32Array {
+    while (this.draftProbs.length <= i) this.draftProbs.push(new Float32Array(this.vocabSize));
+    return this.draftProbs[i];
+  }
+
+  /**
+   * Feeds `pending` through [0, E) and drafts up to `maxDrafts` tokens, pushing each onto the history
+   * (the caller truncates it after acceptance). Stops early on EOS or when the draft's probability falls
+   * below `confidenceThreshold`. On return `exitHiddens` holds the rows pending + drafts, all fed.
+   */
+  async draft(state: DecodeState, pending: number[], maxDrafts: number, confidenceThreshold: number, exitHiddens: RowBuffer): Promise<number[]> {
+    exitHiddens.reset();
+    const drafts: number[] = [];
+    let input: number[] = pending;
+    for (let i = 0; i < maxDrafts; i++) {
+      let t = now();
+      const out = await this.draftStage.run(state.cache, input, input.length - 1);
+      state.times.draft += now() - t;
+      exitHiddens.push(out.hidden);
+
+      t = now();
+      const q = this.probsBuffer(i);
+      const token = state.picker.pick(out.logits[0], state.history.view(), q);
+      const unsure = confidenceThreshold > 0 && state.picker.confidence(out.logits[0], token, q) < confidenceThreshold;
+      state.history.push(token);
+      drafts.push(token);
+      state.times.sampling += now() - t;
+
+      this.single[0] = token;
+      input = this.single;
+      if (unsure || state.isEos(token)) break;
+    }
+    const t = now();
+    const out = await this.feedStage.run(state.cache, input);
+    state.times.draft += now() - t;
+    exitHiddens.push(out.hidden);
+    return drafts;
+  }
+}

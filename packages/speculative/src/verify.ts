@@ -1,0 +1,60 @@
+/**
+ * Verify stage: layers [E, L) + the model's head, once over all rows the draft fed (pending token and
+ * drafts), from their stored exit hiddens, against the same KV cache. Then the acceptance rule decides
+ * how many drafts the full model agrees with.
+ */
+import type { ModelRuntime, Stage } from '@mexit/model';
+import { acceptGreedy, SpeculativeSampler } from './accept.js';
+import { now, type DecodeState, type RowBuffer } from './state.js';
+
+export class Verifier {
+  private readonly sampler: SpeculativeSampler;
+  private readonly targetProbs: Float32Array[] = [];
+  private targets = new Int32Array(16);
+
+  private constructor(private readonly stage: Stage, private readonly vocabSize: number) {
+    this.sampler = new SpeculativeSampler(vocabSize);
+  }
+
+  static async create(runtime: ModelRuntime, exitLayer: number): Promise<Verifier> {
+    const L = runtime.numLayers;
+    return new Verifier(await runtime.stage({ from: exitLayer, to: L, exits: [{ layer: L }] }), runtime.config.vocabSize);
+  }
+
+  /** Full-model logits [(numDrafts + 1), vocab] for the positions after the pending token and each draft. */
+  async verify(state: DecodeState, exitHiddens: RowBuffer, numDrafts: number): Promise<Float32Array> {
+    const t = now();
+    const out = await this.stage.run(state.cache, exitHiddens.view(), exitHiddens.rows - (numDrafts + 1));
+    state.times.verify += now() - t;
+    return out.logits[0];
+  }
+
+  /**
+   * Applies the acceptance rule. `committed` is the history length before the drafts (the history holds
+   * the drafts after it). Greedy: longest prefix matching the target's choices, then the target's token.
+   * Sampling: min(1, p/q) acceptance with the residual, p warped exactly like q.
+   */
+  accept(state: DecodeState, drafts: number[], logits: Float32Array, draftProbs: Float32Array[], committed: number): { accepted: number; next: number } {
+    const t = now();
+    const V = this.vocabSize;
+    const rows = drafts.length + 1;
+    let result: { accepted: number; next: number };
+    if (!state.picker.doSample) {
+      if (this.targets.length < rows) this.targets = new Int32Array(rows * 2);
+      for (let i = 0; i < rows; i++) {
+        this.targets[i] = state.picker.warper.greedy(logits.subarray(i * V, (i + 1) * V), state.history.view(committed + i));
+      }
+      const accepted = acceptGreedy(drafts, this.targets);
+      result = { accepted, next: this.targets[accepted] };
+    } else {
+      while (this.targetProbs.length < rows) this.targetProbs.push(new Float32Array(V));
+      for (let i = 0; i < rows; i++) {
+        state.picker.warper.probs(logits.subarray(i * V, (i + 1) * V), state.history.view(committed + i), this.targetProbs[i]);
+      }
+      const r = this.sampler.acceptSampled({ draftTokens: drafts, draftProbs, targetProbs: this.targetProbs, rng: state.picker.rng });
+      result = { accepted: r.accepted, next: r.nextToken };
+    }
+    state.times.sampling += now() - t;
+    return result;
+  }
+}
