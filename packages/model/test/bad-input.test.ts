@@ -1,0 +1,156 @@
+/**
+ * Malformed model directories and bad runtime requests: each must raise a typed MexitError with a code
+ * and a message naming the problem, before any session is built, and never crash natively.
+ */
+import { describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CheckpointError, ConfigError, OptionsError, TokenizerError, openSafetensors, writeSafetensors, type Tensor } from '@mexit/core';
+import { ModelRuntime } from '@mexit/model';
+
+const golden = (name: string) => fileURLToPath(new URL(`../../../fixtures/goldens/${name}`, import.meta.url));
+
+/** A scratch copy of a golden model directory, edited by `edit`. */
+function variant(name: string, edit: (dir: string) => void): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mexit-bad-'));
+  cpSync(golden(name), dir, { recursive: true });
+  edit(dir);
+  return dir;
+}
+
+function editConfig(dir: string, change: (cfg: Record<string, unknown>) => void): void {
+  const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  change(cfg);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+}
+
+function rewriteWeights(dir: string, change: (tensors: Record<string, Tensor>) => void): void {
+  const file = join(dir, 'model.safetensors');
+  const map = openSafetensors(file);
+  const tensors: Record<string, Tensor> = {};
+  for (const name of map.names) tensors[name] = map.get(name);
+  map.close();
+  change(tensors);
+  writeSafetensors(file, tensors);
+}
+
+async function loadError(dir: string): Promise<{ code: string; message: string } & Error> {
+  try {
+    await ModelRuntime.load(dir);
+  } catch (e) {
+    return e as { code: string; message: string } & Error;
+  } finally {
+    if (dir.startsWith(tmpdir())) rmSync(dir, { recursive: true, force: true });
+  }
+  throw new Error('load unexpectedly succeeded');
+}
+
+describe('malformed model directories', () => {
+  it('missing tensor: named, with the checkpoint', async () => {
+    const err = await loadError(variant('llama2-tiny', (d) => rewriteWeights(d, (t) => delete t['model.layers.2.mlp.up_proj.weight'])));
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.code).toBe('TENSOR_MISSING');
+    expect(err.message).toContain('model.layers.2.mlp.up_proj.weight');
+  });
+
+  it('wrong shape: expected vs actual', async () => {
+    const err = await loadError(
+      variant('gpt2-tiny', (d) =>
+        rewriteWeights(d, (t) => {
+          t['transformer.h.1.attn.c_proj.weight'] = { dtype: 'F32', shape: [64, 32], data: new Float32Array(64 * 32) };
+        }),
+      ),
+    );
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.code).toBe('TENSOR_SHAPE');
+    expect(err.message).toContain('[64, 32]');
+    expect(err.message).toContain('[64, 64]');
+  });
+
+  it('config field missing', async () => {
+    const err = await loadError(variant('llama2-tiny', (d) => editConfig(d, (c) => delete c.hidden_size)));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.code).toBe('CONFIG_FIELD');
+    expect(err.message).toContain('hidden_size');
+  });
+
+  it('config contradictory: heads not a multiple of kv heads', async () => {
+    const err = await loadError(variant('llama32-tiny', (d) => editConfig(d, (c) => (c.num_key_value_heads = 3))));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.code).toBe('CONFIG_CONTRADICTION');
+    expect(err.message).toContain('num_key_value_heads');
+  });
+
+  it('config contradictory: GPT-Neo attention_types vs num_layers', async () => {
+    const err = await loadError(variant('gpt-neo-tiny', (d) => editConfig(d, (c) => (c.num_layers = 6))));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toContain('attention_types');
+  });
+
+  it('unknown model_type lists the supported ones', async () => {
+    const err = await loadError(variant('gpt2-tiny', (d) => editConfig(d, (c) => (c.model_type = 'mamba'))));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.code).toBe('UNSUPPORTED_MODEL_TYPE');
+    expect(err.message).toMatch(/llama.*gpt2.*gpt_neo/);
+  });
+
+  it('config.json not JSON', async () => {
+    const err = await loadError(variant('gpt2-tiny', (d) => writeFileSync(join(d, 'config.json'), '{"model_type": "gpt2",')));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.code).toBe('CONFIG_JSON');
+  });
+
+  it('no weights at all', async () => {
+    const err = await loadError(variant('gpt2-tiny', (d) => rmSync(join(d, 'model.safetensors'))));
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.code).toBe('CHECKPOINT_MISSING');
+  });
+
+  it('model directory missing', async () => {
+    const err = await loadError('/nonexistent/mexit-model');
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.code).toBe('MODEL_DIR_MISSING');
+  });
+
+  it('tokenizer.json malformed', async () => {
+    const err = await loadError(variant('gpt2-tiny', (d) => writeFileSync(join(d, 'tokenizer.json'), 'not json')));
+    expect(err).toBeInstanceOf(TokenizerError);
+  });
+
+  it('a directory without tokenizer files loads (ids still work)', async () => {
+    const rt = await ModelRuntime.load(golden('gpt2-tiny'), { threads: 1 });
+    expect(rt.tokenizer).toBeNull();
+    await rt.dispose();
+  });
+});
+
+describe('bad runtime requests', () => {
+  it('exit layer out of range or absent from the checkpoint', async () => {
+    const rt = await ModelRuntime.load(golden('gpt2-multiexit-tiny'), { threads: 1 });
+    expect(() => rt.validateExit({ layer: 0 })).toThrow(OptionsError);
+    expect(() => rt.validateExit({ layer: 5 })).toThrow(/1\.\.4/);
+    let err: unknown;
+    try {
+      rt.validateExit({ layer: 3, head: 'layer-specific' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(OptionsError);
+    expect((err as OptionsError).code).toBe('EXIT_NOT_IN_CHECKPOINT');
+    expect((err as Error).message).toContain('2, 4');
+    expect(() => rt.stage({ from: 0, to: 4, exits: [{ layer: 3, head: 'cast' }] })).toThrow(/cast/);
+    await rt.dispose();
+  });
+
+  it('prompt beyond max_position_embeddings, empty input and out-of-vocabulary ids', async () => {
+    const rt = await ModelRuntime.load(golden('gpt2-tiny'), { threads: 1 });
+    const stage = await rt.stage({ from: 0, to: 4, exits: [{ layer: 4 }] });
+    const tooLong = Array.from({ length: 129 }, (_, i) => i % 512);
+    await expect(stage.run(rt.createCache(), tooLong)).rejects.toMatchObject({ code: 'CONTEXT_OVERFLOW' });
+    await expect(stage.run(rt.createCache(), [])).rejects.toMatchObject({ code: 'STAGE_INPUT' });
+    await expect(stage.run(rt.createCache(), [1, 512])).rejects.toMatchObject({ code: 'TOKEN_ID_RANGE' });
+    await rt.dispose();
+  });
+});
