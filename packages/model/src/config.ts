@@ -154,7 +154,7 @@ export function loadModelConfig(dir: string): ModelConfig {
   const path = join(dir, 'config.json');
   const raw = readJson(path, 'config.json');
   const f = new FieldReader(raw, path);
-  const modelType = raw.model_type;
+  const modelType = raw.model_type as ModelType;
   if (typeof modelType !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
     throw new ConfigError(
       'UNSUPPORTED_MODEL_TYPE',

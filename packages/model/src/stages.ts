@@ -3,7 +3,7 @@
  *   inputs   ids [n] (from = 0) or hidden [n, d]; past_k_l / past_v_l [P, kvHeads, headDim] per layer
  *            (zero-copy views of the KvCache); logits_start [1] when the stage has exits
  *   outputs  hidden_out [n, d] (raw residual after block `to`); logits_i [n − logits_start, vocab] per
- *            exit; new_k_l / new_v_l [n, kvHeads, headDim] — only the new rows, appended to the cache.
+ *            exit; new_k_l / new_v_l [1, n, kvHeads·headDim] — only the new rows, appended to the cache.
  * Returning the whole cache would make ORT copy it on every call; we never do.
  * `propagate` stages compute only K/V of their layers from the input hidden state (CALM state propagation).
  */
@@ -66,10 +66,16 @@ export function buildStageGraph(cfg: ModelConfig, arch: Architecture, w: WeightS
   let hidden = embeds ? arch.embed(ctx, input) : input;
   readExits(spec.from, hidden);
   for (let l = spec.from; l < spec.to; l++) {
-    const out = spec.propagate ? arch.keyValues(ctx, l, hidden) : arch.block(ctx, l, hidden, pasts[l - spec.from].k, pasts[l - spec.from].v);
-    if (!spec.propagate) hidden = (out as { hidden: string }).hidden;
-    g.output(out.newK, `new_k_${l}`, OnnxType.FLOAT, ['n', numKvHeads, headDim]);
-    g.output(out.newV, `new_v_${l}`, OnnxType.FLOAT, ['n', numKvHeads, headDim]);
+    let out: { newK: string; newV: string };
+    if (spec.propagate) {
+      out = arch.keyValues(ctx, l, hidden);
+    } else {
+      const block = arch.block(ctx, l, hidden, pasts[l - spec.from].k, pasts[l - spec.from].v);
+      hidden = block.hidden;
+      out = block;
+    }
+    g.output(out.newK, `new_k_${l}`, OnnxType.FLOAT, [1, 'n', numKvHeads * headDim]);
+    g.output(out.newV, `new_v_${l}`, OnnxType.FLOAT, [1, 'n', numKvHeads * headDim]);
     readExits(l + 1, hidden);
   }
   if (!spec.propagate) g.output(hidden, 'hidden_out', OnnxType.FLOAT, ['n', d]);

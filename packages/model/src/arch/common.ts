@@ -4,7 +4,7 @@
  */
 import { CheckpointError, type TensorMap } from '@mexit/core';
 import { OnnxType } from '../onnx/encoder.js';
-import type { GraphBuilder } from '../onnx/builder.js';
+import { attr, type GraphBuilder } from '../onnx/builder.js';
 import type { ModelConfig } from '../config.js';
 
 /** Float32 finfo.min, as HF uses for masked attention scores. */
@@ -54,9 +54,9 @@ export interface StageContext {
   w: WeightSource;
   /** int64 [n]: absolute positions of the new rows (cache length .. cache length + n − 1). */
   positions: string;
-  /** Additive attention mask [groups·n, T] for a layer (global causal or GPT-Neo local window). */
+  /** Additive attention mask [n, T] for a layer (global causal, or GPT-Neo's local window). */
   mask(layer: number): string;
-  /** RoPE tables [n, 1, headDim] (llama only). */
+  /** RoPE tables [1, n, headDim/2] (llama only). */
   rope(): { cos: string; sin: string };
 }
 
@@ -74,7 +74,6 @@ export function createStageContext(
   const start = g.squeeze(pastLength, [0]);
   const total = g.add(pastLength, numNew);
   const positions = g.range(start, g.squeeze(total, [0]), g.constI64([1], []));
-  const groups = cfg.numHeads / cfg.numKvHeads;
   const masks = new Map<string, string>();
   let rope: { cos: string; sin: string } | undefined;
 
@@ -88,10 +87,7 @@ export function createStageContext(
       const oldest = g.sub(queryColumn, g.constI64([cfg.windowSize! - 1], [1, 1]));
       masked = g.or(masked, g.less(keyRow, oldest));
     }
-    let additive = g.where(masked, g.constF32([MASK_VALUE], []), g.constF32([0], []));
-    // Scores are laid out [kvHeads, groups·n, T]: repeat the mask once per query group.
-    if (groups > 1) additive = g.op('Tile', [additive, g.constI64([groups, 1])]);
-    return additive;
+    return g.where(masked, g.constF32([MASK_VALUE], []), g.constF32([0], []));
   };
 
   return {
@@ -112,55 +108,45 @@ export function createStageContext(
       if (!rope) {
         const invFreq = Array.from(cfg.rope!.invFreq);
         const posF = g.unsqueeze(g.cast(positions, OnnxType.FLOAT), [1]); // [n, 1]
-        const freqs = g.mul(posF, g.constF32(invFreq, [1, invFreq.length])); // [n, d/2]
-        const emb = g.unsqueeze(g.concat([freqs, freqs], 1), [1]); // [n, 1, d]
-        rope = { cos: g.cos(emb), sin: g.sin(emb) };
+        const freqs = g.unsqueeze(g.mul(posF, g.constF32(invFreq, [1, invFreq.length])), [0]); // [1, n, d/2]
+        rope = { cos: g.cos(freqs), sin: g.sin(freqs) };
       }
       return rope;
     },
   };
 }
 
-/** HF rotate-half RoPE on x [n, heads, headDim]. */
-export function applyRope(ctx: StageContext, x: string): string {
-  const { g } = ctx;
-  const half = ctx.cfg.headDim / 2;
+/** HF rotate-half RoPE on rows x [n, heads·headDim]; returns [1, n, heads·headDim]. */
+export function applyRope(ctx: StageContext, x: string, numHeads: number): string {
   const { cos, sin } = ctx.rope();
-  const x1 = g.slice(x, 2, 0, half);
-  const x2 = g.slice(x, 2, half);
-  const rotated = g.concat([g.neg(x2), x1], 2);
-  return g.add(g.mul(x, cos), g.mul(rotated, sin));
+  return ctx.g.op('RotaryEmbedding', [ctx.g.unsqueeze(x, [0]), cos, sin], { interleaved: attr.int(0), num_heads: attr.int(numHeads) });
 }
 
 /**
- * Scaled dot-product attention of new queries q [n, heads, headDim] over keys/values
- * [T, kvHeads, headDim] (cache prefix + new rows). Query head h reads kv head ⌊h / groups⌋ (HF repeat_kv).
- * Returns [n, heads·headDim].
+ * Attention of new queries q [1, n, heads·headDim] over the cache prefix plus the new rows:
+ * pastK/pastV [P, kvHeads, headDim] and newK/newV [1, n, kvHeads·headDim]. Query head h reads kv head
+ * ⌊h / groups⌋ (HF repeat_kv); opset-23 Attention does the grouping. Returns [n, heads·headDim].
  */
 export function attention(
   ctx: StageContext,
   layer: number,
   q: string,
-  keys: string,
-  values: string,
-  scale: number | null,
+  pastK: string,
+  pastV: string,
+  newK: string,
+  newV: string,
+  scale: number,
 ): string {
   const { g, cfg } = ctx;
-  const { numHeads, numKvHeads, headDim } = cfg;
-  const groups = numHeads / numKvHeads;
-  // [n, H, d] → [kvH, groups·n, d], rows ordered (group, position) to match the tiled mask.
-  let qg = g.reshape(q, [0, numKvHeads, groups, headDim]);
-  qg = g.transpose(qg, [1, 2, 0, 3]);
-  qg = g.reshape(qg, [numKvHeads, -1, headDim]);
-  const kT = g.transpose(keys, [1, 2, 0]); // [kvH, d, T]
-  let scores = g.matmul(qg, kT); // [kvH, groups·n, T]
-  if (scale !== null) scores = g.mul(scores, g.constF32([scale], []));
-  const probs = g.softmax(g.add(scores, ctx.mask(layer)), -1);
-  const vT = g.transpose(values, [1, 0, 2]); // [kvH, T, d]
-  let out = g.matmul(probs, vT); // [kvH, groups·n, d]
-  out = g.reshape(out, [numKvHeads, groups, -1, headDim]);
-  out = g.transpose(out, [2, 0, 1, 3]); // [n, kvH, groups, d]
-  return g.reshape(out, [-1, numHeads * headDim]);
+  const kvWidth = cfg.numKvHeads * cfg.headDim;
+  const keys = g.concat([g.reshape(pastK, [1, -1, kvWidth]), newK], 1);
+  const values = g.concat([g.reshape(pastV, [1, -1, kvWidth]), newV], 1);
+  const out = g.op('Attention', [q, keys, values, ctx.mask(layer)], {
+    q_num_heads: attr.int(cfg.numHeads),
+    kv_num_heads: attr.int(cfg.numKvHeads),
+    scale: attr.float(scale),
+  });
+  return g.reshape(out, [-1, cfg.numHeads * cfg.headDim]);
 }
 
 /** HF `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
@@ -170,7 +156,7 @@ export function geluNew(g: GraphBuilder, x: string): string {
   return g.mul(g.mul(x, g.constF32([0.5], [])), g.add(g.tanh(inner), g.constF32([1], [])));
 }
 
-/** One transformer block's outputs: the new residual stream and this call's K/V rows. */
+/** One transformer block's outputs: the new residual stream and this call's K/V rows [1, n, kvHeads·headDim]. */
 export interface BlockOutput {
   hidden: string;
   newK: string;

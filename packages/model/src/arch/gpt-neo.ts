@@ -14,7 +14,7 @@ export function gptNeoArchitecture(cfg: ModelConfig, w: WeightSource): Architect
     ctx.g.layerNorm(x, w.add(ctx.g, `${name}.weight`, [d]), w.add(ctx.g, `${name}.bias`, [d]), cfg.normEps);
   const linear = (ctx: StageContext, x: string, name: string, outDim: number, inDim: number, bias: boolean) =>
     ctx.g.linearT(x, w.add(ctx.g, `${name}.weight`, [outDim, inDim]), bias ? w.add(ctx.g, `${name}.bias`, [outDim]) : undefined);
-  const heads = (ctx: StageContext, x: string) => ctx.g.reshape(x, [0, cfg.numHeads, cfg.headDim]);
+  const heads = (ctx: StageContext, x: string) => ctx.g.unsqueeze(x, [0]);
   const kv = (ctx: StageContext, l: number, x: string) => ({
     newK: heads(ctx, linear(ctx, x, `${p(l)}.attn.attention.k_proj`, d, d, false)),
     newV: heads(ctx, linear(ctx, x, `${p(l)}.attn.attention.v_proj`, d, d, false)),
@@ -51,7 +51,8 @@ export function gptNeoArchitecture(cfg: ModelConfig, w: WeightSource): Architect
       const x = ln(ctx, hidden, `${p(l)}.ln_1`);
       const q = heads(ctx, linear(ctx, x, `${p(l)}.attn.attention.q_proj`, d, d, false));
       const { newK, newV } = kv(ctx, l, x);
-      const attn = attention(ctx, l, q, g.concat([pastK, newK], 0), g.concat([pastV, newV], 0), null);
+      // GPT-Neo does not scale scores by 1/√headDim.
+      const attn = attention(ctx, l, q, pastK, pastV, newK, newV, 1);
       const h1 = g.add(hidden, linear(ctx, attn, `${p(l)}.attn.attention.out_proj`, d, d, true));
       const x2 = ln(ctx, h1, `${p(l)}.ln_2`);
       const mlp = linear(ctx, geluNew(g, linear(ctx, x2, `${p(l)}.mlp.c_fc`, ff, d, true)), `${p(l)}.mlp.c_proj`, d, ff, true);

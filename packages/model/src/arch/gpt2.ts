@@ -16,7 +16,7 @@ export function gpt2Architecture(cfg: ModelConfig, w: WeightSource): Architectur
   const qkv = (ctx: StageContext, l: number, hidden: string) => {
     const { g } = ctx;
     const packed = conv1d(ctx, ln(ctx, hidden, `${p(l)}.ln_1`), `${p(l)}.attn.c_attn`, d, 3 * d);
-    const heads = (part: number) => g.reshape(g.slice(packed, 1, part * d, (part + 1) * d), [0, cfg.numHeads, cfg.headDim]);
+    const heads = (part: number) => g.unsqueeze(g.slice(packed, 1, part * d, (part + 1) * d), [0]);
     return { q: heads(0), k: heads(1), v: heads(2) };
   };
 
@@ -51,7 +51,7 @@ export function gpt2Architecture(cfg: ModelConfig, w: WeightSource): Architectur
     block(ctx, l, hidden, pastK, pastV) {
       const { g } = ctx;
       const { q, k, v } = qkv(ctx, l, hidden);
-      const attn = attention(ctx, l, q, g.concat([pastK, k], 0), g.concat([pastV, v], 0), 1 / Math.sqrt(cfg.headDim));
+      const attn = attention(ctx, l, q, pastK, pastV, k, v, 1 / Math.sqrt(cfg.headDim));
       const h1 = g.add(hidden, conv1d(ctx, attn, `${p(l)}.attn.c_proj`, d, d));
       const mlp = conv1d(ctx, geluNew(g, conv1d(ctx, ln(ctx, h1, `${p(l)}.ln_2`), `${p(l)}.mlp.c_fc`, d, ff)), `${p(l)}.mlp.c_proj`, ff, d);
       return { hidden: g.add(h1, mlp), newK: k, newV: v };

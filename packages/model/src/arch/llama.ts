@@ -10,17 +10,13 @@ export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architectu
   const p = (l: number) => `model.layers.${l}`;
   const headName = cfg.tieWordEmbeddings || !w.tensors.has('lm_head.weight') ? 'model.embed_tokens.weight' : 'lm_head.weight';
 
-  const rmsNorm = (g: GraphBuilder, x: string, weight: string): string => {
-    const meanSquare = g.reduceMean(g.mul(x, x), [-1]);
-    const inv = g.div(g.constF32([1], []), g.sqrt(g.add(meanSquare, g.constF32([cfg.normEps], []))));
-    return g.mul(g.mul(x, inv), weight);
-  };
+  const rmsNorm = (g: GraphBuilder, x: string, weight: string): string => g.rmsNorm(x, weight, cfg.normEps);
 
   const projectKv = (ctx: StageContext, l: number, x: string) => {
     const { g } = ctx;
-    const k = g.reshape(g.linearT(x, w.add(g, `${p(l)}.self_attn.k_proj.weight`, [kvDim, d])), [0, cfg.numKvHeads, cfg.headDim]);
-    const v = g.reshape(g.linearT(x, w.add(g, `${p(l)}.self_attn.v_proj.weight`, [kvDim, d])), [0, cfg.numKvHeads, cfg.headDim]);
-    return { newK: applyRope(ctx, k), newV: v };
+    const k = g.linearT(x, w.add(g, `${p(l)}.self_attn.k_proj.weight`, [kvDim, d]));
+    const v = g.linearT(x, w.add(g, `${p(l)}.self_attn.v_proj.weight`, [kvDim, d]));
+    return { newK: applyRope(ctx, k, cfg.numKvHeads), newV: g.unsqueeze(v, [0]) };
   };
 
   return {
@@ -48,12 +44,9 @@ export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architectu
     block(ctx, l, hidden, pastK, pastV) {
       const { g } = ctx;
       const x = rmsNorm(g, hidden, w.add(g, `${p(l)}.input_layernorm.weight`, [d]));
-      let q = g.reshape(g.linearT(x, w.add(g, `${p(l)}.self_attn.q_proj.weight`, [qDim, d])), [0, cfg.numHeads, cfg.headDim]);
-      q = applyRope(ctx, q);
+      const q = applyRope(ctx, g.linearT(x, w.add(g, `${p(l)}.self_attn.q_proj.weight`, [qDim, d])), cfg.numHeads);
       const { newK, newV } = projectKv(ctx, l, x);
-      const keys = g.concat([pastK, newK], 0);
-      const values = g.concat([pastV, newV], 0);
-      const attn = attention(ctx, l, q, keys, values, 1 / Math.sqrt(cfg.headDim));
+      const attn = attention(ctx, l, q, pastK, pastV, newK, newV, 1 / Math.sqrt(cfg.headDim));
       const h1 = g.add(hidden, g.linearT(attn, w.add(g, `${p(l)}.self_attn.o_proj.weight`, [d, qDim])));
       const x2 = rmsNorm(g, h1, w.add(g, `${p(l)}.post_attention_layernorm.weight`, [d]));
       const gate = g.linearT(x2, w.add(g, `${p(l)}.mlp.gate_proj.weight`, [cfg.intermediateSize, d]));
