@@ -1,0 +1,110 @@
+/** Text output of the CLI: usage screens, the logits summary, the generation stats line, colours. */
+import { softmax, topKIndices } from '@mexit/core';
+import type { MexitTokenizer } from '@mexit/model';
+import type { GenerationStats } from '@mexit/speculative';
+import type { FlagSpec } from './args.js';
+
+/** Where the CLI writes; tests pass collecting fakes. */
+export interface CliIo {
+  stdout: { write(chunk: string): unknown };
+  stderr: { write(chunk: string): unknown };
+  /** stdout is a terminal (enables colour). */
+  isTTY?: boolean;
+  /** Environment (NO_COLOR); default process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+/** Colour only on a terminal, and not when NO_COLOR is set to a non-empty value (no-color.org). */
+export function useColour(io: CliIo, json: boolean): boolean {
+  const noColor = (io.env ?? process.env).NO_COLOR;
+  return !json && io.isTTY === true && (noColor === undefined || noColor === '');
+}
+
+export const GREEN = '\x1b[32m';
+export const RESET = '\x1b[0m';
+
+/** Usage screen of one command: synopsis, description and every flag with its default. */
+export function commandUsage(command: string, synopsis: string, description: string, flags: readonly FlagSpec[]): string {
+  const rows = flags.map((f) => {
+    const name = `${f.short ? `-${f.short}, ` : '    '}--${f.name}${f.value ? ` ${f.value}` : ''}${f.multiple ? ' (repeatable)' : ''}`;
+    const def = f.default !== undefined ? ` (default: ${f.default})` : f.type === 'boolean' ? ' (default: off)' : '';
+    return [name, f.help + def] as const;
+  });
+  const width = Math.min(36, Math.max(...rows.map(([n]) => n.length)) + 2);
+  const lines = rows.map(([n, h]) => (n.length + 2 > width ? `  ${n}\n  ${' '.repeat(width)}${h}` : `  ${n.padEnd(width)}${h}`));
+  return `Usage: mexit ${command} ${synopsis}\n\n${description}\n\nOptions:\n${lines.join('\n')}\n`;
+}
+
+/** Top-level usage: the commands. */
+export function rootUsage(commands: readonly { name: string; summary: string }[]): string {
+  const width = Math.max(...commands.map((c) => c.name.length)) + 4;
+  return (
+    'Usage: mexit <command> [options]\n\n' +
+    'Self-speculative decoding with early exits, on CPU (onnxruntime-node).\n\n' +
+    'Commands:\n' +
+    commands.map((c) => `  ${c.name.padEnd(width)}${c.summary}`).join('\n') +
+    '\n\nRun `mexit <command> --help` for the options of a command.\n' +
+    'From the repository: `pnpm mexit <command> ...`.\n'
+  );
+}
+
+/** How a token id reads: decoded text (JSON-quoted) when a tokenizer exists, else the id alone. */
+export function tokenLabel(id: number, tokenizer: MexitTokenizer | null): string {
+  if (!tokenizer) return '';
+  try {
+    return JSON.stringify(tokenizer.decode([id]));
+  } catch {
+    return '?';
+  }
+}
+
+/**
+ * Top-10 summary of one row of scores. `kind` 'logits' shows logit and softmax probability;
+ * 'logprobs' shows the log-probability and its exp.
+ */
+export function scoresSummary(scores: Float32Array, kind: 'logits' | 'logprobs', tokenizer: MexitTokenizer | null, title: string): string {
+  const k = Math.min(10, scores.length);
+  const top = topKIndices(scores, k, new Int32Array(k));
+  const probs = kind === 'logits' ? softmax(scores, new Float32Array(scores.length)) : null;
+  const lines = [`${title} — top ${k} of ${scores.length}:`];
+  lines.push(`  ${'rank'.padStart(4)}  ${'id'.padStart(7)}  ${(kind === 'logits' ? 'logit' : 'logprob').padStart(10)}  ${'prob'.padStart(8)}  token`);
+  for (let r = 0; r < k; r++) {
+    const id = top[r];
+    const p = probs ? probs[id] : Math.exp(scores[id]);
+    lines.push(`  ${String(r + 1).padStart(4)}  ${String(id).padStart(7)}  ${scores[id].toFixed(4).padStart(10)}  ${p.toFixed(4).padStart(8)}  ${tokenLabel(id, tokenizer)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export interface ModeDetails {
+  exitHead?: string;
+  contrast?: { upper: number | 'original'; lower: number };
+  numLayers: number;
+}
+
+/**
+ * One line of generation statistics, e.g.
+ * `42 tokens · 118.3 tok/s · mode self-spec E=3 d=4 · 78% accepted · ~1.9x vs ar estimate`.
+ */
+export function statsLine(stats: GenerationStats, details: ModeDetails): string {
+  const parts = [`${stats.newTokens} token${stats.newTokens === 1 ? '' : 's'}`, `${formatRate(stats.tokensPerSecond)} tok/s`];
+  let mode = `mode ${stats.mode}`;
+  const head = details.exitHead && details.exitHead !== 'shared' ? ` (${details.exitHead} head)` : '';
+  if (stats.mode === 'self-spec') mode += ` E=${stats.exitLayer} d=${stats.numSpeculations}${head}`;
+  else if (stats.mode === 'early-exit') mode += ` E=${stats.exitLayer}${head}`;
+  else if (stats.mode === 'acd' && details.contrast) mode += ` ${details.contrast.upper},${details.contrast.lower}${head}`;
+  parts.push(mode);
+  if (stats.mode === 'self-spec') {
+    parts.push(`${Math.round(stats.acceptanceRate * 100)}% accepted`);
+    if (stats.estimatedSpeedup !== undefined) parts.push(`~${stats.estimatedSpeedup.toFixed(1)}x vs ar estimate`);
+  }
+  if (stats.mode === 'calm' && stats.meanLayersPerToken !== undefined) {
+    parts.push(`${stats.meanLayersPerToken.toFixed(2)} of ${details.numLayers} layers/token`);
+  }
+  parts.push(`stop: ${stats.stopReason}`);
+  return parts.join(' · ');
+}
+
+function formatRate(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(1) : '∞';
+}
