@@ -1,0 +1,878 @@
+#!/usr/bin/python3
+"""Early-exit training tool for mexit (PyTorch, CPU).
+
+Sub-commands:
+  prepare  build the restricted GPT-2 BPE tokenizer files and tokenize the corpus (via node, see tokenize_corpus.mjs)
+  train    train a Llama model with the "llama3-earlyexit" recipe (layer dropout + early-exit loss), or
+           (--mode exit-heads) train layer-specific exit heads on a frozen base (IBM multi-exit recipe)
+  export   write an HF-style directory (config.json, model.safetensors F16, tokenizer files,
+           generation_config.json) from a run's latest checkpoint
+
+See tools/train/README.md.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import time
+
+
+def _threads_from_argv(argv):
+    for i, a in enumerate(argv):
+        if a == '--threads' and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith('--threads='):
+            return a.split('=', 1)[1]
+    return '1'
+
+
+# OpenBLAS (Debian's torch) ignores torch.set_num_threads and spin-waits on its own pthreads, which is several
+# times slower when the two cores are shared; pin it to --threads before torch loads it.
+os.environ.setdefault('OPENBLAS_NUM_THREADS', _threads_from_argv(sys.argv))
+os.environ.setdefault('OMP_NUM_THREADS', _threads_from_argv(sys.argv))
+
+import torch  # noqa: E402
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+EOT = '<|endoftext|>'
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenizer files
+
+
+def build_tokenizer(gpt2_dir, num_merges, out_dir, model_max_length):
+    """Writes tokenizer.json / tokenizer_config.json for GPT-2's BPE restricted to its first num_merges merges.
+
+    Ids 0..255 are GPT-2's byte symbols and id 256+k is merge k, so the ids equal GPT-2's; <|endoftext|> gets
+    id 256+num_merges (the last id)."""
+    with open(os.path.join(gpt2_dir, 'vocab.json'), encoding='utf-8') as f:
+        full_vocab = json.load(f)
+    with open(os.path.join(gpt2_dir, 'merges.txt'), encoding='utf-8') as f:
+        merge_lines = [ln.rstrip('\n') for ln in f if ln.strip() and not ln.startswith('#version')]
+    merges = merge_lines[:num_merges]
+    vocab_size = 256 + num_merges + 1
+    vocab = {tok: i for tok, i in full_vocab.items() if i < 256 + num_merges}
+    if len(vocab) != 256 + num_merges:
+        raise SystemExit('unexpected GPT-2 vocab layout')
+    for k, m in enumerate(merges):
+        a, b = m.split(' ')
+        if vocab.get(a + b) != 256 + k or a not in vocab or b not in vocab:
+            raise SystemExit(f'merge {k} ({m}) does not produce id {256 + k}')
+    eot_id = 256 + num_merges
+    vocab[EOT] = eot_id
+    tokenizer = {
+        'version': '1.0',
+        'truncation': None,
+        'padding': None,
+        'added_tokens': [{'id': eot_id, 'content': EOT, 'single_word': False, 'lstrip': False, 'rstrip': False,
+                          'normalized': False, 'special': True}],
+        'normalizer': None,
+        'pre_tokenizer': {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': True, 'use_regex': True},
+        'post_processor': {'type': 'ByteLevel', 'add_prefix_space': True, 'trim_offsets': False, 'use_regex': True},
+        'decoder': {'type': 'ByteLevel', 'add_prefix_space': True, 'trim_offsets': True, 'use_regex': True},
+        'model': {'type': 'BPE', 'dropout': None, 'unk_token': None, 'continuing_subword_prefix': '',
+                  'end_of_word_suffix': '', 'fuse_unk': False, 'byte_fallback': False, 'ignore_merges': False,
+                  'vocab': vocab, 'merges': merges},
+    }
+    # Plain concatenation: TinyStories is not a chat corpus; a system message becomes a preamble paragraph.
+    chat_template = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}"
+                     "{{ message['content'] + '\\n\\n' }}{% else %}{{ message['content'] }}{% endif %}{% endfor %}")
+    tok_config = {
+        'add_bos_token': False,
+        'add_prefix_space': False,
+        'bos_token': EOT,
+        'eos_token': EOT,
+        'unk_token': EOT,
+        'pad_token': None,
+        'clean_up_tokenization_spaces': False,
+        'model_max_length': model_max_length,
+        'tokenizer_class': 'GPT2Tokenizer',
+        'chat_template': chat_template,
+        'added_tokens_decoder': {str(eot_id): {'content': EOT, 'lstrip': False, 'normalized': False,
+                                               'rstrip': False, 'single_word': False, 'special': True}},
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'tokenizer.json'), 'w', encoding='utf-8') as f:
+        json.dump(tokenizer, f, ensure_ascii=False, indent=1)
+    with open(os.path.join(out_dir, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+        json.dump(tok_config, f, ensure_ascii=False, indent=2)
+    return vocab_size, eot_id
+
+
+def tokenize_file(tok_dir, text_path, bin_path, max_stories=None):
+    """Tokenizes with node + @huggingface/tokenizers (the engine's own tokenizer) into a uint16 file."""
+    cmd = ['node', os.path.join(HERE, 'tokenize_corpus.mjs'), tok_dir, text_path, bin_path]
+    if max_stories:
+        cmd.append(str(max_stories))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def load_ids(bin_path):
+    with open(bin_path, 'rb') as f:
+        raw = f.read()
+    # uint16 little-endian; ids < 32768 so int16 reinterpretation is exact.
+    t = torch.frombuffer(bytearray(raw), dtype=torch.int16).to(torch.long)
+    if (t < 0).any():
+        raise SystemExit(f'{bin_path}: ids >= 32768 not supported')
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model (HF Llama semantics)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        var = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(var + self.eps))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads = cfg['num_attention_heads']
+        self.n_kv = cfg['num_key_value_heads']
+        self.head_dim = cfg['hidden_size'] // self.n_heads
+        d = cfg['hidden_size']
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+
+    def forward(self, x, cos, sin, mask):
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin  # RoPE before repeat_kv, as HF
+        k = k * cos + rotate_half(k) * sin
+        group = self.n_heads // self.n_kv
+        if group > 1:  # query head h uses kv head h // group
+            k = k.repeat_interleave(group, dim=1)
+            v = v.repeat_interleave(group, dim=1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + mask
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
+        return self.o_proj(out)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d, ff = cfg['hidden_size'], cfg['intermediate_size']
+        self.gate_proj = nn.Linear(d, ff, bias=False)
+        self.up_proj = nn.Linear(d, ff, bias=False)
+        self.down_proj = nn.Linear(ff, d, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg['hidden_size'], cfg['rms_norm_eps'])
+        self.post_attention_layernorm = RMSNorm(cfg['hidden_size'], cfg['rms_norm_eps'])
+
+    def forward(self, x, cos, sin, mask):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Inner(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg['vocab_size'], cfg['hidden_size'])
+        self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg['num_hidden_layers'])])
+        self.norm = RMSNorm(cfg['hidden_size'], cfg['rms_norm_eps'])
+
+
+class LlamaEE(nn.Module):
+    """LlamaForCausalLM with per-sample layer dropout and access to every exit's hidden state."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.model = Inner(cfg)
+        self.lm_head = nn.Linear(cfg['hidden_size'], cfg['vocab_size'], bias=False)
+        if cfg['tie_word_embeddings']:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        hd = cfg['hidden_size'] // cfg['num_attention_heads']
+        inv_freq = 1.0 / (cfg['rope_theta'] ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        self.register_buffer('inv_freq', inv_freq, persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        std = 0.02
+        n_layers = self.cfg['num_hidden_layers']
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                s = std / math.sqrt(2 * n_layers) if name.endswith(('o_proj.weight', 'down_proj.weight')) else std
+                nn.init.normal_(p, 0.0, s)
+
+    def rope(self, t):
+        pos = torch.arange(t, dtype=torch.float32)
+        freqs = torch.outer(pos, self.inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos()[None, None], emb.sin()[None, None]
+
+    def forward(self, ids, drop_probs=None, collect=None):
+        """Returns (final normed hidden, {layer l (1-based): raw hidden after block l} for l in collect)."""
+        b, t = ids.shape
+        x = self.model.embed_tokens(ids)
+        cos, sin = self.rope(t)
+        mask = torch.full((t, t), float('-inf')).triu(1)
+        collected = {}
+        n_layers = len(self.model.layers)
+        for i, layer in enumerate(self.model.layers):
+            p = drop_probs[i] if drop_probs is not None else 0.0
+            if p > 0.0:
+                keep = torch.rand(b) >= p
+                idx = keep.nonzero().squeeze(1)
+                if idx.numel() == b:
+                    x = layer(x, cos, sin, mask)
+                elif idx.numel() > 0:  # dropped samples skip the block's residual update entirely
+                    x = x.index_copy(0, idx, layer(x.index_select(0, idx), cos, sin, mask))
+            else:
+                x = layer(x, cos, sin, mask)
+            if collect is not None and (i + 1) in collect and (i + 1) < n_layers:
+                collected[i + 1] = x
+        return self.model.norm(x), collected
+
+    def head(self, normed):
+        return self.lm_head(normed)
+
+
+def layer_drop_probs(n_layers, p_max):
+    """llama3-earlyexit: p_l = p_max·(l/L)², l = 0..L-1 (first layer never drops); the last layer never drops."""
+    probs = [p_max * (l / n_layers) ** 2 for l in range(n_layers)]
+    probs[-1] = 0.0
+    return probs
+
+
+def active_exits(n_layers, step, rotation):
+    """Early exits (1-based block outputs, < L) trained at this step; rotation R trains every R-th exit,
+    with the offset moving each step (LayerSkip-style rotation). rotation <= 1: all exits every step."""
+    exits = list(range(1, n_layers))
+    if rotation <= 1:
+        return exits
+    return [l for l in exits if (l + step) % rotation == 0]
+
+
+def exit_weights(exits):
+    """w_l ∝ (l+1) with l the 0-based block index, i.e. ∝ the 1-based exit number; normalised to sum 1."""
+    total = float(sum(exits))
+    return {l: l / total for l in exits}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+
+
+class Windows:
+    """Non-overlapping windows of seq_len+1 tokens over the id stream, shuffled per epoch (seeded)."""
+
+    def __init__(self, ids, seq_len, seed):
+        self.ids, self.seq_len, self.seed = ids, seq_len, seed
+        self.n = (len(ids) - 1) // seq_len
+        if self.n < 1:
+            raise SystemExit('corpus shorter than one window')
+        self._epoch, self._perm = None, None
+
+    def batch(self, step, batch_size):
+        start = step * batch_size
+        rows = []
+        for j in range(start, start + batch_size):
+            epoch, k = divmod(j, self.n)
+            if epoch != self._epoch:
+                g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+                self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
+            w = int(self._perm[k]) * self.seq_len
+            rows.append(self.ids[w:w + self.seq_len + 1])
+        x = torch.stack(rows)
+        return x[:, :-1], x[:, 1:]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# safetensors (written/read by hand: torch 1.13 has no safetensors package)
+
+_ST_DTYPES = {torch.float16: 'F16', torch.float32: 'F32', torch.bfloat16: 'BF16'}
+_ST_FROM = {'F16': torch.float16, 'F32': torch.float32, 'BF16': torch.bfloat16, 'I64': torch.int64, 'I32': torch.int32}
+
+
+def tensor_bytes(t):
+    """Raw little-endian bytes of a tensor, without numpy."""
+    t = t.detach().contiguous().cpu().reshape(-1)
+    buf = bytearray(t.numel() * t.element_size())
+    if buf:
+        torch.frombuffer(buf, dtype=torch.uint8).copy_(t.view(torch.uint8))
+    return bytes(buf)
+
+
+def save_safetensors(tensors, path, metadata=None):
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header['__metadata__'] = metadata
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        raw = tensor_bytes(t)
+        header[name] = {'dtype': _ST_DTYPES[t.dtype], 'shape': list(t.shape),
+                        'data_offsets': [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    hjson = json.dumps(header, separators=(',', ':')).encode('utf-8')
+    hjson += b' ' * ((8 - len(hjson) % 8) % 8)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(struct.pack('<Q', len(hjson)))
+        f.write(hjson)
+        for raw in blobs:
+            f.write(raw)
+    os.replace(tmp, path)
+
+
+def load_safetensors(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    (hlen,) = struct.unpack('<Q', data[:8])
+    header = json.loads(data[8:8 + hlen])
+    base = 8 + hlen
+    out = {}
+    for name, info in header.items():
+        if name == '__metadata__':
+            continue
+        a, b = info['data_offsets']
+        buf = bytearray(data[base + a:base + b])
+        out[name] = torch.frombuffer(buf, dtype=_ST_FROM[info['dtype']]).reshape(info['shape']).clone() \
+            if b > a else torch.zeros(info['shape'], dtype=_ST_FROM[info['dtype']])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configs
+
+PRESETS = {
+    # The shipped TinyStories model (see README for why these sizes).
+    'default': dict(num_hidden_layers=12, hidden_size=256, num_attention_heads=8, num_key_value_heads=4,
+                    intermediate_size=704, num_merges=1791, max_position_embeddings=512, seq_len=256),
+    # A few seconds on two cores: used by smoke_test.py.
+    'smoke': dict(num_hidden_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=160, num_merges=1791, max_position_embeddings=128, seq_len=64),
+}
+
+
+def make_config(preset, args, vocab_size, eot_id):
+    p = dict(PRESETS[preset])
+    for key in ('num_hidden_layers', 'hidden_size', 'num_attention_heads', 'num_key_value_heads',
+                'intermediate_size'):
+        v = getattr(args, key, None)
+        if v:
+            p[key] = v
+    return {
+        'architectures': ['LlamaForCausalLM'],
+        'model_type': 'llama',
+        'hidden_size': p['hidden_size'],
+        'intermediate_size': p['intermediate_size'],
+        'num_hidden_layers': p['num_hidden_layers'],
+        'num_attention_heads': p['num_attention_heads'],
+        'num_key_value_heads': p['num_key_value_heads'],
+        'head_dim': p['hidden_size'] // p['num_attention_heads'],
+        'hidden_act': 'silu',
+        'max_position_embeddings': p['max_position_embeddings'],
+        'rms_norm_eps': 1e-5,
+        'rope_theta': 10000.0,
+        'rope_scaling': None,
+        'attention_bias': False,
+        'mlp_bias': False,
+        'vocab_size': vocab_size,
+        'tie_word_embeddings': True,
+        'bos_token_id': eot_id,
+        'eos_token_id': eot_id,
+        'initializer_range': 0.02,
+        'torch_dtype': 'float16',
+        'use_cache': True,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(model, val_ids, seq_len, max_windows, batch_size=16):
+    """Validation CE (nats/token) at every exit 1..L through the shared norm + head, and how often each exit's
+    argmax equals the final layer's argmax (= greedy draft acceptance per token, roughly)."""
+    model.eval()
+    n_layers = model.cfg['num_hidden_layers']
+    n = min(max_windows, (len(val_ids) - 1) // seq_len)
+    ce_sum = [0.0] * (n_layers + 1)
+    agree = [0.0] * (n_layers + 1)
+    count = 0
+    for s in range(0, n, batch_size):
+        rows = [val_ids[w * seq_len:w * seq_len + seq_len + 1] for w in range(s, min(n, s + batch_size))]
+        x = torch.stack(rows)
+        inp, tgt = x[:, :-1], x[:, 1:]
+        final, hs = model(inp, None, collect=set(range(1, n_layers)))
+        final_logits = model.head(final)
+        final_arg = final_logits.argmax(-1)
+        for l in range(1, n_layers + 1):
+            logits = final_logits if l == n_layers else model.head(model.model.norm(hs[l]))
+            ce_sum[l] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                         reduction='sum').item()
+            agree[l] += (logits.argmax(-1) == final_arg).sum().item()
+        count += tgt.numel()
+    model.train()
+    return {'ce': [c / count for c in ce_sum[1:]], 'agree': [a / count for a in agree[1:]], 'tokens': count}
+
+
+def fmt_list(xs, nd=3):
+    return '[' + ' '.join(f'{x:.{nd}f}' for x in xs) + ']'
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+
+
+def lr_at(step, total, peak, warmup, final_frac):
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    prog = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
+def lr_at_progress(progress, peak, warmup_frac, final_frac):
+    """Same schedule driven by a progress fraction in [0, 1] (used with --time-budget-min)."""
+    if progress < warmup_frac:
+        return peak * max(0.01, progress / warmup_frac)
+    prog = min(1.0, (progress - warmup_frac) / max(1e-9, 1 - warmup_frac))
+    return peak * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
+def make_optimizer(params_named, lr, wd, betas):
+    decay = [p for n, p in params_named if p.dim() >= 2 and 'embed_tokens' not in n]
+    no_decay = [p for n, p in params_named if not (p.dim() >= 2 and 'embed_tokens' not in n)]
+    return torch.optim.AdamW([{'params': decay, 'weight_decay': wd}, {'params': no_decay, 'weight_decay': 0.0}],
+                             lr=lr, betas=betas, eps=1e-8)
+
+
+def plain_args(args):
+    """CLI arguments without the sub-command function (keeps checkpoints loadable from any script)."""
+    return {k: v for k, v in vars(args).items() if k != 'fn'}
+
+
+def save_checkpoint(run_dir, state):
+    tmp = os.path.join(run_dir, 'ckpt-latest.pt.tmp')
+    torch.save(state, tmp)
+    os.replace(tmp, os.path.join(run_dir, 'ckpt-latest.pt'))
+
+
+def log_line(log_f, msg):
+    line = f'[{time.strftime("%H:%M:%S")}] {msg}'
+    print(line, flush=True)
+    if log_f:
+        log_f.write(line + '\n')
+        log_f.flush()
+
+
+def cmd_train(args):
+    torch.set_num_threads(args.threads)
+    run_dir = args.run_dir or os.path.join(HERE, 'runs', args.name)
+    os.makedirs(run_dir, exist_ok=True)
+    ckpt_path = os.path.join(run_dir, 'ckpt-latest.pt')
+    log_f = open(os.path.join(run_dir, 'train.log'), 'a')
+
+    resume_state = None
+    if args.resume:
+        if not os.path.exists(ckpt_path):
+            raise SystemExit(f'--resume: no checkpoint at {ckpt_path}')
+        resume_state = torch.load(ckpt_path)
+        log_line(log_f, f'resuming from {ckpt_path} at step {resume_state["step"]}')
+
+    tok_dir = args.tokenizer_dir
+    with open(os.path.join(tok_dir, 'tokenizer.json'), encoding='utf-8') as f:
+        tj = json.load(f)
+    eot_id = next(t['id'] for t in tj['added_tokens'] if t['content'] == EOT)
+    vocab_size = eot_id + 1
+    for fn in ('tokenizer.json', 'tokenizer_config.json'):
+        if os.path.abspath(os.path.join(tok_dir, fn)) != os.path.abspath(os.path.join(run_dir, fn)):
+            shutil.copy(os.path.join(tok_dir, fn), os.path.join(run_dir, fn))
+
+    if args.mode == 'exit-heads':
+        return train_exit_heads(args, run_dir, log_f, resume_state)
+
+    cfg = resume_state['config'] if resume_state else make_config(args.preset, args, vocab_size, eot_id)
+    seq_len = args.seq_len or PRESETS[args.preset]['seq_len']
+    train_ids = load_ids(args.train_bin)
+    val_ids = load_ids(args.val_bin) if args.val_bin else None
+    data = Windows(train_ids, seq_len, args.seed)
+    total_steps = args.steps if args.steps else max(1, int(args.epochs * data.n / args.batch_size))
+    warmup = max(1, int(args.warmup_frac * total_steps))
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    model = LlamaEE(cfg)
+    opt = make_optimizer(list(model.named_parameters()), args.lr, args.weight_decay, (0.9, 0.95))
+    step = 0
+    if resume_state:
+        model.load_state_dict(resume_state['model'])
+        opt.load_state_dict(resume_state['optimizer'])
+        step = resume_state['step']
+        total_steps = resume_state['total_steps'] if not args.steps else total_steps
+        warmup = resume_state['warmup']
+        torch.set_rng_state(resume_state['torch_rng'])
+        random.setstate(resume_state['py_rng'])
+    n_layers = cfg['num_hidden_layers']
+    drop = layer_drop_probs(n_layers, args.layer_drop_max)
+    # Time-budget mode: the cosine schedule follows elapsed wall time (so a shared, slow machine still ends the
+    # schedule at the deadline); step-count mode is fully deterministic.
+    budget_s = args.time_budget_min * 60 if args.time_budget_min else 0.0
+    train_elapsed = resume_state.get('train_elapsed', 0.0) if resume_state else 0.0
+    if resume_state and resume_state.get('budget_s'):
+        budget_s = resume_state['budget_s'] if not args.time_budget_min else budget_s
+    n_params = sum(p.numel() for p in model.parameters())
+    with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+        json.dump(cfg, f, indent=2)
+    log_line(log_f, f'config {json.dumps(cfg)}')
+    log_line(log_f, f'params {n_params} train_tokens {len(train_ids)} windows {data.n} seq_len {seq_len} '
+                    f'batch {args.batch_size} steps {total_steps} (epochs {total_steps * args.batch_size / data.n:.2f}) '
+                    f'warmup {warmup} lr {args.lr} ee_scale {args.ee_scale} rotation {args.exit_rotation} exit_token_frac {args.exit_token_frac} '
+                    f'layer_drop {fmt_list(drop, 3)} args {vars(args)}')
+
+    def checkpoint(final=False):
+        state = {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
+                 'total_steps': total_steps, 'warmup': warmup, 'config': cfg, 'args': plain_args(args),
+                 'torch_rng': torch.get_rng_state(), 'py_rng': random.getstate(), 'mode': 'earlyexit',
+                 'train_elapsed': train_elapsed + (time.time() - t_seg), 'budget_s': budget_s}
+        save_checkpoint(run_dir, state)
+        msg = f'checkpoint step {step}'
+        if val_ids is not None:
+            t0 = time.time()
+            ev = evaluate(model, val_ids, seq_len, args.val_windows)
+            msg += (f' | val ce per exit {fmt_list(ev["ce"])} | agree-with-final {fmt_list(ev["agree"])}'
+                    f' | {ev["tokens"]} tokens {time.time() - t0:.1f}s')
+            with open(os.path.join(run_dir, 'val.jsonl'), 'a') as f:
+                f.write(json.dumps({'step': step, **ev}) + '\n')
+        log_line(log_f, msg)
+
+    model.train()
+    t_start = time.time()
+    t_seg = t_start  # wall time of this process segment; train_elapsed carries earlier segments (resume)
+    last_ckpt = time.time()
+    acc = {}  # running sums of CE per exit over the log interval
+    acc_n = {}
+    tokens_since = 0
+    t_log = time.time()
+    while True:
+        if budget_s:
+            progress = (train_elapsed + time.time() - t_seg) / budget_s
+            if progress >= 1.0:
+                break
+            lr = lr_at_progress(progress, args.lr, args.warmup_frac, args.final_lr_frac)
+        else:
+            if step >= total_steps or (args.stop_at_step and step >= args.stop_at_step):
+                break
+            lr = lr_at(step, total_steps, args.lr, warmup, args.final_lr_frac)
+        for g in opt.param_groups:
+            g['lr'] = lr
+        inp, tgt = data.batch(step, args.batch_size)
+        exits = active_exits(n_layers, step, args.exit_rotation) if args.ee_scale > 0 else []
+        final, hs = model(inp, drop, collect=set(exits))
+        flat_tgt = tgt.reshape(-1)
+        ce_final = F.cross_entropy(model.head(final).reshape(-1, cfg['vocab_size']), flat_tgt)
+        loss = ce_final
+        ws = exit_weights(exits) if exits else {}
+        if exits and args.exit_token_frac < 1.0:
+            # Early-exit CE on a random subset of positions (same for every exit): the head costs ~0.7 of a
+            # layer per token, so this trains every exit every step for a fraction of the compute.
+            n_tok = flat_tgt.numel()
+            pos = torch.randperm(n_tok)[:max(1, int(n_tok * args.exit_token_frac))]
+        else:
+            pos = None
+        for l in exits:
+            h_l = hs[l].reshape(-1, cfg['hidden_size'])
+            t_l = flat_tgt
+            if pos is not None:
+                h_l, t_l = h_l.index_select(0, pos), flat_tgt.index_select(0, pos)
+            ce_l = F.cross_entropy(model.head(model.model.norm(h_l)), t_l)
+            loss = loss + args.ee_scale * ws[l] * ce_l
+            acc[l] = acc.get(l, 0.0) + ce_l.item()
+            acc_n[l] = acc_n.get(l, 0) + 1
+        acc[n_layers] = acc.get(n_layers, 0.0) + ce_final.item()
+        acc_n[n_layers] = acc_n.get(n_layers, 0) + 1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        step += 1
+        tokens_since += inp.numel()
+        if step % args.log_every == 0:
+            dt = time.time() - t_log
+            per_exit = ' '.join(f'{l}:{acc[l] / acc_n[l]:.3f}' for l in sorted(acc))
+            log_line(log_f, f'step {step}/{"time" if budget_s else total_steps} lr {lr:.2e} loss {loss.item():.4f} '
+                            f'ce_final {acc[n_layers] / acc_n[n_layers]:.4f} gnorm {gnorm:.2f} '
+                            f'tok/s {tokens_since / dt:.0f} elapsed {time.time() - t_start:.0f}s | ce per exit {per_exit}')
+            acc, acc_n, tokens_since, t_log = {}, {}, 0, time.time()
+        if time.time() - last_ckpt >= args.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint(final=True)
+    log_line(log_f, f'done: {step} steps in {time.time() - t_start:.0f}s')
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Exit heads on a frozen base (IBM multi-exit recipe)
+
+
+def load_hf_dir(model_dir):
+    with open(os.path.join(model_dir, 'config.json')) as f:
+        cfg = json.load(f)
+    tensors = load_safetensors(os.path.join(model_dir, 'model.safetensors'))
+    model = LlamaEE(cfg)
+    sd = {k: v.float() for k, v in tensors.items() if not k.startswith('name_to_lm_exit_head.')}
+    if cfg.get('tie_word_embeddings') and 'lm_head.weight' not in sd:
+        sd['lm_head.weight'] = sd['model.embed_tokens.weight']
+    model.load_state_dict(sd, strict=True)
+    return model, cfg
+
+
+def train_exit_heads(args, run_dir, log_f, resume_state):
+    if not args.base:
+        raise SystemExit('--mode exit-heads needs --base <exported HF model dir>')
+    model, cfg = load_hf_dir(args.base)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()  # frozen base: no layer dropout
+    n_layers = cfg['num_hidden_layers']
+    layers = sorted(int(x) for x in args.exit_layers.split(',')) if args.exit_layers else \
+        list(range(1, n_layers + 1))
+    if any(l < 1 or l > n_layers for l in layers):
+        raise SystemExit(f'--exit-layers must be in 1..{n_layers}')
+    d, vocab = cfg['hidden_size'], cfg['vocab_size']
+    heads = nn.ModuleDict({str(l): nn.Linear(d, vocab, bias=False) for l in layers})
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        for h in heads.values():
+            if args.head_init == 'shared':  # start from the shared head (logit lens): a good initial point
+                h.weight.copy_(model.lm_head.weight)
+            else:
+                nn.init.normal_(h.weight, 0.0, cfg.get('initializer_range', 0.02))
+    seq_len = args.seq_len or PRESETS[args.preset]['seq_len']
+    train_ids = load_ids(args.train_bin)
+    val_ids = load_ids(args.val_bin) if args.val_bin else None
+    data = Windows(train_ids, seq_len, args.seed)
+    total_steps = args.steps if args.steps else max(1, int(args.epochs * data.n / args.batch_size))
+    warmup = max(1, int(args.warmup_frac * total_steps))
+    torch.manual_seed(args.seed)
+    opt = make_optimizer(list(heads.named_parameters()), args.lr, args.weight_decay, (0.9, 0.95))
+    step = 0
+    if resume_state:
+        heads.load_state_dict(resume_state['heads'])
+        opt.load_state_dict(resume_state['optimizer'])
+        step, total_steps, warmup = resume_state['step'], resume_state['total_steps'], resume_state['warmup']
+        torch.set_rng_state(resume_state['torch_rng'])
+    out_cfg = dict(cfg)
+    out_cfg['lm_head_layer_indices'] = layers
+    with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+        json.dump(out_cfg, f, indent=2)
+    log_line(log_f, f'exit-heads on frozen {args.base}: layers {layers} steps {total_steps} lr {args.lr}')
+
+    def head_losses(inp, tgt):
+        with torch.no_grad():
+            final, hs = model(inp, None, collect=set(layers))
+            normed = {l: (final if l == n_layers else model.model.norm(hs[l])) for l in layers}
+        return {l: F.cross_entropy(heads[str(l)](normed[l]).reshape(-1, vocab), tgt.reshape(-1)) for l in layers}
+
+    def checkpoint():
+        save_checkpoint(run_dir, {'heads': heads.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
+                                  'total_steps': total_steps, 'warmup': warmup, 'config': out_cfg,
+                                  'base': os.path.abspath(args.base), 'torch_rng': torch.get_rng_state(),
+                                  'args': plain_args(args), 'mode': 'exit-heads'})
+        msg = f'checkpoint step {step}'
+        if val_ids is not None:
+            n = min(args.val_windows, (len(val_ids) - 1) // seq_len)
+            tot = {l: 0.0 for l in layers}
+            with torch.no_grad():
+                for w in range(n):
+                    x = val_ids[w * seq_len:w * seq_len + seq_len + 1][None]
+                    for l, v in head_losses(x[:, :-1], x[:, 1:]).items():
+                        tot[l] += v.item()
+            msg += ' | val ce per head ' + ' '.join(f'{l}:{tot[l] / max(1, n):.3f}' for l in layers)
+        log_line(log_f, msg)
+
+    t_start, last_ckpt = time.time(), time.time()
+    while step < total_steps:
+        lr = lr_at(step, total_steps, args.lr, warmup, args.final_lr_frac)
+        for g in opt.param_groups:
+            g['lr'] = lr
+        inp, tgt = data.batch(step, args.batch_size)
+        losses = head_losses(inp, tgt)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(heads.parameters(), args.grad_clip)
+        opt.step()
+        step += 1
+        if step % args.log_every == 0 or step == total_steps:
+            log_line(log_f, f'step {step}/{total_steps} lr {lr:.2e} loss {loss.item():.4f} | ce per head ' +
+                     ' '.join(f'{l}:{v.item():.3f}' for l, v in losses.items()))
+        if time.time() - last_ckpt >= args.ckpt_minutes * 60 and step < total_steps:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+    log_line(log_f, f'done: {step} steps in {time.time() - t_start:.0f}s')
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Export
+
+
+def cmd_export(args):
+    run_dir = args.run
+    state = torch.load(os.path.join(run_dir, 'ckpt-latest.pt'))
+    cfg = dict(state['config'])
+    os.makedirs(args.out, exist_ok=True)
+    n_layers = cfg['num_hidden_layers']
+    dtype = torch.float16 if args.dtype == 'f16' else torch.bfloat16 if args.dtype == 'bf16' else torch.float32
+    cfg['torch_dtype'] = {'f16': 'float16', 'bf16': 'bfloat16', 'f32': 'float32'}[args.dtype]
+    if state['mode'] == 'exit-heads':
+        base = state['base']
+        tensors = {k: v.float() for k, v in load_safetensors(os.path.join(base, 'model.safetensors')).items()
+                   if not k.startswith('name_to_lm_exit_head.')}
+        for l, w in ((k.split('.')[0], v) for k, v in state['heads'].items()):
+            tensors[f'name_to_lm_exit_head.lm_head_{l}.weight'] = w
+    else:
+        tensors = dict(state['model'])
+        if cfg['tie_word_embeddings']:
+            tensors.pop('lm_head.weight', None)  # tied: HF stores only model.embed_tokens.weight
+    tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    save_safetensors(tensors, os.path.join(args.out, 'model.safetensors'), metadata={'format': 'pt'})
+    with open(os.path.join(args.out, 'config.json'), 'w') as f:
+        json.dump(cfg, f, indent=2)
+    for fn in ('tokenizer.json', 'tokenizer_config.json'):
+        src = os.path.join(run_dir, fn)
+        if not os.path.exists(src) and state['mode'] == 'exit-heads':
+            src = os.path.join(state['base'], fn)
+        if os.path.abspath(src) != os.path.abspath(os.path.join(args.out, fn)):
+            shutil.copy(src, os.path.join(args.out, fn))
+    exit_layer = args.exit_layer if args.exit_layer else max(1, n_layers // 4)
+    gen = {'bos_token_id': cfg['bos_token_id'], 'eos_token_id': cfg['eos_token_id'], 'do_sample': False,
+           'max_length': cfg['max_position_embeddings'],
+           # Recommended self-speculative settings for the mexit engine (extra keys).
+           'mexit_exit_layer': exit_layer, 'mexit_num_speculations': args.num_speculations,
+           'transformers_version': '4.47.0'}
+    with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:
+        json.dump(gen, f, indent=2)
+    info = {'step': state['step'], 'total_steps': state['total_steps'], 'mode': state['mode']}
+    print(json.dumps({'exported': args.out, **info, 'tensors': len(tensors),
+                      'bytes': os.path.getsize(os.path.join(args.out, 'model.safetensors'))}))
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def cmd_prepare(args):
+    os.makedirs(args.out, exist_ok=True)
+    if args.gpt2_dir:
+        vocab_size, eot_id = build_tokenizer(args.gpt2_dir, args.num_merges, args.out, args.model_max_length)
+        print(json.dumps({'tokenizer': args.out, 'vocab_size': vocab_size, 'eot_id': eot_id}))
+    tok_dir = args.out if args.gpt2_dir else args.tokenizer_dir
+    for text_path, name in ((args.train_text, 'train.bin'), (args.val_text, 'valid.bin')):
+        if text_path:
+            res = tokenize_file(tok_dir, text_path, os.path.join(args.out, name), args.max_stories)
+            print(json.dumps(res))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest='cmd', required=True)
+
+    pp = sub.add_parser('prepare', help='build tokenizer files and tokenize text with node')
+    pp.add_argument('--out', required=True, help='directory for tokenizer files and *.bin id files')
+    pp.add_argument('--gpt2-dir', help='GPT-2 vocab.json/merges.txt to build the tokenizer from')
+    pp.add_argument('--tokenizer-dir', help='existing tokenizer.json/tokenizer_config.json (instead of --gpt2-dir)')
+    pp.add_argument('--num-merges', type=int, default=1791)
+    pp.add_argument('--model-max-length', type=int, default=512)
+    pp.add_argument('--train-text', help='e.g. /work/shared/data/tinystories/train.txt')
+    pp.add_argument('--val-text', help='e.g. fixtures/data/valid-small.txt')
+    pp.add_argument('--max-stories', type=int, default=0)
+    pp.set_defaults(fn=cmd_prepare)
+
+    tp = sub.add_parser('train', help='train (llama3-earlyexit recipe, or exit heads on a frozen base)')
+    tp.add_argument('--mode', choices=['earlyexit', 'exit-heads'], default='earlyexit')
+    tp.add_argument('--name', default='tinystories-ee', help='run name: checkpoints in tools/train/runs/<name>/')
+    tp.add_argument('--run-dir', help='explicit run directory (overrides --name)')
+    tp.add_argument('--tokenizer-dir', required=True)
+    tp.add_argument('--train-bin', required=True, help='uint16 ids from `prepare`')
+    tp.add_argument('--val-bin', help='uint16 validation ids (evaluated at every checkpoint)')
+    tp.add_argument('--preset', choices=sorted(PRESETS), default='default')
+    tp.add_argument('--num-hidden-layers', dest='num_hidden_layers', type=int)
+    tp.add_argument('--hidden-size', dest='hidden_size', type=int)
+    tp.add_argument('--num-attention-heads', dest='num_attention_heads', type=int)
+    tp.add_argument('--num-key-value-heads', dest='num_key_value_heads', type=int)
+    tp.add_argument('--intermediate-size', dest='intermediate_size', type=int)
+    tp.add_argument('--seq-len', type=int)
+    tp.add_argument('--batch-size', type=int, default=16)
+    tp.add_argument('--steps', type=int, default=0, help='total optimizer steps (default: from --epochs)')
+    tp.add_argument('--epochs', type=float, default=1.0)
+    tp.add_argument('--time-budget-min', type=float, default=0.0,
+                    help='run for this many wall-clock minutes, LR schedule following elapsed time (overrides steps)')
+    tp.add_argument('--lr', type=float, default=2e-3)
+    tp.add_argument('--warmup-frac', type=float, default=0.03)
+    tp.add_argument('--final-lr-frac', type=float, default=0.1)
+    tp.add_argument('--weight-decay', type=float, default=0.1)
+    tp.add_argument('--grad-clip', type=float, default=1.0)
+    tp.add_argument('--layer-drop-max', type=float, default=0.5, help='p_l = max·(l/L)²')
+    tp.add_argument('--ee-scale', type=float, default=0.3, help='early-exit loss weight (0 disables exits)')
+    tp.add_argument('--exit-rotation', type=int, default=1, help='train every R-th exit per step, rotating')
+    tp.add_argument('--exit-token-frac', type=float, default=1.0,
+                    help='fraction of positions (random per step) on which the early-exit CE is computed')
+    tp.add_argument('--exit-layers', help='exit-heads mode: comma list of layers (1-based), default all')
+    tp.add_argument('--head-init', choices=['shared', 'random'], default='shared',
+                    help='exit-heads mode: initialise heads from the shared lm_head or N(0, initializer_range)')
+    tp.add_argument('--base', help='exit-heads mode: exported HF model directory to freeze')
+    tp.add_argument('--seed', type=int, default=1234)
+    tp.add_argument('--threads', type=int, default=1,
+                    help='torch threads; 1 is ~5x faster than 2 when the 2 cores are shared (OpenBLAS spin-waits)')
+    tp.add_argument('--log-every', type=int, default=10)
+    tp.add_argument('--ckpt-minutes', type=float, default=5.0)
+    tp.add_argument('--val-windows', type=int, default=24, help='validation windows of seq_len tokens')
+    tp.add_argument('--stop-at-step', type=int, default=0,
+                    help='checkpoint and stop at this step without changing the schedule (tests resume)')
+    tp.add_argument('--resume', action='store_true', help='continue from runs/<name>/ckpt-latest.pt')
+    tp.set_defaults(fn=cmd_train)
+
+    ep = sub.add_parser('export', help='write an HF model directory from a run checkpoint')
+    ep.add_argument('--run', required=True, help='run directory (tools/train/runs/<name>)')
+    ep.add_argument('--out', required=True)
+    ep.add_argument('--dtype', choices=['f16', 'bf16', 'f32'], default='f16')
+    ep.add_argument('--exit-layer', type=int, default=0, help='recommended draft exit E (default L/4)')
+    ep.add_argument('--num-speculations', type=int, default=4, help='recommended draft length d')
+    ep.set_defaults(fn=cmd_export)
+
+    args = ap.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == '__main__':
+    main()
