@@ -178,7 +178,6 @@ export class SelfSpeculativeGenerator {
   }
 
   private async *run(promptIds: number[], o: ResolvedOptions, onDone?: (r: GenerationResult) => void): AsyncGenerator<GenerationEvent> {
-    const started = now();
     const rt = this.runtime;
     const L = rt.numLayers;
     const cache: KvCache = rt.createCache(promptIds.length + o.maxNewTokens + o.numSpeculations + 1);
@@ -212,7 +211,8 @@ export class SelfSpeculativeGenerator {
       if (o.signal?.aborted) throw new AbortError();
     };
     checkAbort();
-    const blocks = await this.modeBlocks(o, state);
+    const blocks = await this.modeBlocks(o, state); // builds sessions on first use: not counted as generation time
+    const started = now();
     try {
       while (!stopReason) {
         checkAbort();

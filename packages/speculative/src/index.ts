@@ -7,4 +7,6 @@ export * from './stopping.js';
 export { TokenHistory, RowBuffer, TokenPicker, type TokenBlock, type DecodeState } from './state.js';
 export * from './modes/acd.js';
 export * from './modes/calm-confidence.js';
-export { CalmStages } from './modes/calm.js';
+export { CalmStages, calmExitPoints } from './modes/calm.js';
+export * from './multi-exit.js';
+export * from './eval.js';

@@ -93,12 +93,17 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
   const mode = options.mode ?? 'self-spec';
   if (!DECODING_MODES.includes(mode)) throw bad('mode', `one of ${DECODING_MODES.join(', ')}`, mode);
 
-  const exitLayer = options.exitLayer ?? cfg.recommendedExitLayer ?? Math.max(1, Math.floor(L / 4));
+  // Multi-exit checkpoints read exits through their own heads unless told otherwise (as IBM's library does).
+  const layerSpecific = runtime.availableExits().layerSpecific;
+  const exitHead = options.exitHead ?? (layerSpecific.length ? 'layer-specific' : 'shared');
+  // Default exit: ⌊L/4⌋, but with layer-specific heads one that has a head (below L, so self-spec can draft there).
+  const fallbackExit = Math.max(1, Math.floor(L / 4));
+  const headed = exitHead === 'layer-specific' ? layerSpecific.filter((l) => l < L) : [];
+  const defaultExit = headed.length ? (headed.find((l) => l >= fallbackExit) ?? headed[headed.length - 1]) : fallbackExit;
+  const exitLayer = options.exitLayer ?? cfg.recommendedExitLayer ?? defaultExit;
   if (!isInt(exitLayer) || exitLayer <= 0 || exitLayer > L || (mode === 'self-spec' && exitLayer >= L)) {
     throw bad('exitLayer', mode === 'self-spec' ? `an integer in 1..${L - 1} (the draft must skip at least one layer)` : `an integer in 1..${L}`, exitLayer);
   }
-  // Multi-exit checkpoints read exits through their own heads unless told otherwise (as IBM's library does).
-  const exitHead = options.exitHead ?? (runtime.availableExits().layerSpecific.length ? 'layer-specific' : 'shared');
   if (mode === 'self-spec' || mode === 'early-exit') runtime.validateExit({ layer: exitLayer, head: exitHead });
 
   const numSpeculations = options.numSpeculations ?? cfg.recommendedNumSpeculations ?? 4;
