@@ -1,0 +1,336 @@
+/**
+ * Self-speculative decoding vs autoregressive decoding on one model (built packages: packages/speculative/dist).
+ *
+ * Every measurement is paired: for each prompt, `ar` and the configuration under test run back to back
+ * (alternating which goes first), and speedup = median over prompts of (tokens/s of the configuration /
+ * tokens/s of its paired ar run). Machine noise then hits both sides alike. Greedy decoding throughout;
+ * EOS is disabled (`eosTokenIds: []`) so every run produces exactly maxNewTokens tokens. Every self-spec
+ * run's ids are compared with ar's ids for the same prompt (greedy self-spec is lossless).
+ * `benchSpeculative(dir, { quick, golden, dataFile })` returns a report for bench/run.mjs to render.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Rng } from '../packages/core/dist/index.js';
+import { SelfSpeculativeGenerator, resolveOptions } from '../packages/speculative/dist/index.js';
+
+const D_GRID = [1, 2, 3, 4, 6, 8];
+
+/** Repository-relative path when inside the repository, else absolute. */
+const displayPath = (dir) => {
+  const rel = path.relative(process.cwd(), path.resolve(dir));
+  return rel && !rel.startsWith('..') ? rel : path.resolve(dir);
+};
+
+const median = (xs) => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+
+/** Exit layers to try: all of 1..L−1 for small models, else 1, 2, 3, 4, 6, L/2 (and the model's recommendation). */
+function exitGrid(L, recommended, quick) {
+  let grid;
+  if (quick) grid = [1, Math.floor(L / 2)];
+  else if (L <= 6) grid = Array.from({ length: L - 1 }, (_, i) => i + 1);
+  else grid = [1, 2, 3, 4, 6, Math.floor(L / 2)];
+  if (!quick && recommended) grid.push(recommended);
+  return [...new Set(grid.filter((e) => e >= 1 && e < L))].sort((a, b) => a - b);
+}
+
+/** First sentences of the first `count` stories (stories are separated by `<|endoftext|>` lines). */
+function storyPrompts(dataFile, count) {
+  const text = fs.readFileSync(dataFile, 'utf8');
+  const stories = text.split(/^<\|endoftext\|>\s*$/m).map((s) => s.trim()).filter(Boolean);
+  return stories.slice(0, count).map((story) => {
+    const m = /^[\s\S]*?[.!?](?=\s|$)/.exec(story);
+    return (m ? m[0] : story.slice(0, 80)).replace(/\s+/g, ' ');
+  });
+}
+
+function commonPrefix(a, b) {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+const shortList = (ids, n = 12) => `[${ids.slice(0, n).join(', ')}${ids.length > n ? ', …' : ''}]`;
+
+/**
+ * @param {string} dir model directory
+ * @param {{ quick?: boolean, golden?: boolean, dataFile: string }} options
+ */
+export async function benchSpeculative(dir, { quick = false, golden = false, dataFile }) {
+  const modelName = path.basename(path.resolve(dir));
+  const generator = await SelfSpeculativeGenerator.fromPretrained(dir);
+  const rt = generator.runtime;
+  const cfg = rt.config;
+  const L = rt.numLayers;
+  const defaults = resolveOptions(rt, { mode: 'self-spec' });
+  const warnings = [];
+
+  // ---- prompts
+  const numPrompts = quick ? 2 : 8;
+  let prompts;
+  if (rt.tokenizer) {
+    prompts = storyPrompts(dataFile, numPrompts).map((text) => ({ label: text, ids: generator.encodePrompt(text) }));
+  } else {
+    // No tokenizer (the golden models): fixed pseudo-random prompts of 8–16 ids.
+    const rng = new Rng(1234);
+    prompts = Array.from({ length: numPrompts }, (_, p) => {
+      const ids = Array.from({ length: 8 + ((p * 5) % 9) }, () => rng.nextU32() % cfg.vocabSize);
+      return { label: `random ids ${shortList(ids, 6)}`, ids };
+    });
+  }
+  const longestPrompt = Math.max(...prompts.map((p) => p.ids.length));
+  const maxNewTokens = Math.min(quick ? 16 : golden ? 64 : 128, cfg.maxPositions - longestPrompt);
+  const base = { maxNewTokens, eosTokenIds: [], doSample: false };
+
+  const generate = (p, options) => generator.generate(prompts[p].ids, { ...base, ...options });
+  const log = (line) => console.log(`  [speculative ${modelName}] ${line}`);
+
+  // ---- reference ar ids (also warms up the JIT and builds the full stage)
+  const arIds = [];
+  for (let p = 0; p < prompts.length; p++) arIds.push((await generate(p, { mode: 'ar' })).ids);
+  const mismatches = [];
+  let idChecks = 0;
+
+  /**
+   * Runs `options` on every prompt, each paired with an ar run (order alternating by prompt).
+   * `checkIds`: the configuration must reproduce ar's ids exactly (self-spec, greedy).
+   */
+  async function paired(label, options, checkIds) {
+    await generator.generate(prompts[0].ids, { ...base, ...options, maxNewTokens: 2 }); // builds this config's stages
+    globalThis.gc?.();
+    const runs = [];
+    for (let p = 0; p < prompts.length; p++) {
+      let ar;
+      let test;
+      if (p % 2 === 0) {
+        ar = await generate(p, { mode: 'ar' });
+        test = await generate(p, options);
+      } else {
+        test = await generate(p, options);
+        ar = await generate(p, { mode: 'ar' });
+      }
+      if (commonPrefix(ar.ids, arIds[p]) !== arIds[p].length || ar.ids.length !== arIds[p].length) {
+        mismatches.push({ config: 'ar (repeat)', prompt: p, expected: arIds[p], got: ar.ids, firstDifference: commonPrefix(ar.ids, arIds[p]) });
+        console.error(`!!! [speculative ${modelName}] ar is not deterministic: prompt ${p} ids differ from the first ar run`);
+      }
+      const prefix = commonPrefix(test.ids, arIds[p]);
+      const same = prefix === arIds[p].length && test.ids.length === arIds[p].length;
+      if (checkIds) {
+        idChecks++;
+        if (!same) {
+          mismatches.push({ config: label, prompt: p, expected: arIds[p], got: test.ids, firstDifference: prefix });
+          console.error(`!!! [speculative ${modelName}] ${label}: prompt ${p} ids differ from ar at token ${prefix}`);
+        }
+      }
+      runs.push({ ar: ar.stats, test: test.stats, speedup: test.stats.tokensPerSecond / ar.stats.tokensPerSecond, prefix, same });
+    }
+    return summarise(runs);
+  }
+
+  function summarise(runs) {
+    const t = runs.map((r) => r.test);
+    const rounds = sum(t.map((s) => s.rounds));
+    const drafted = sum(t.map((s) => s.drafted));
+    const perRound = (key) => sum(t.map((s) => s.timeMs[key])) / rounds;
+    const est = t.map((s) => s.estimatedSpeedup).filter((x) => x !== undefined);
+    return {
+      tokensPerSecond: median(t.map((s) => s.tokensPerSecond)),
+      arTokensPerSecond: median(runs.map((r) => r.ar.tokensPerSecond)),
+      speedup: median(runs.map((r) => r.speedup)),
+      speedupMin: Math.min(...runs.map((r) => r.speedup)),
+      speedupMax: Math.max(...runs.map((r) => r.speedup)),
+      acceptance: drafted ? sum(t.map((s) => s.accepted)) / drafted : undefined,
+      tokensPerRound: sum(t.map((s) => s.newTokens)) / rounds,
+      msDraft: perRound('draft'),
+      msVerify: perRound('verify'),
+      msSampling: perRound('sampling'),
+      msOther: perRound('other'),
+      msRound: perRound('total'),
+      estimatedSpeedup: est.length ? median(est) : undefined,
+      agreement: median(runs.map((r) => r.prefix / maxNewTokens)),
+      idsMatch: runs.every((r) => r.same),
+      prompts: runs.length,
+    };
+  }
+
+  // ---- E × d grid
+  const exits = exitGrid(L, cfg.recommendedExitLayer, quick);
+  const dGrid = quick ? [1, 4] : D_GRID;
+  const grid = [];
+  for (const E of exits) {
+    for (const d of dGrid) {
+      const s = await paired(`self-spec E=${E} d=${d}`, { mode: 'self-spec', exitLayer: E, numSpeculations: d }, true);
+      grid.push({ E, d, ...s, check: s.idsMatch ? 'ok' : '**MISMATCH**' });
+      log(`E=${E} d=${d}: ${s.tokensPerSecond.toFixed(1)} tok/s, ar ${s.arTokensPerSecond.toFixed(1)}, speedup ${s.speedup.toFixed(2)}×, acceptance ${(s.acceptance * 100).toFixed(1)}%`);
+    }
+  }
+  const valid = grid.filter((g) => g.idsMatch);
+  const best = (valid.length ? valid : grid).reduce((a, b) => (b.speedup > a.speedup ? b : a));
+
+  // ---- early exit at each E
+  const earlyExit = [];
+  for (const E of exits) {
+    const s = await paired(`early-exit E=${E}`, { mode: 'early-exit', exitLayer: E }, false);
+    earlyExit.push({ E, ...s });
+    log(`early-exit E=${E}: ${s.tokensPerSecond.toFixed(1)} tok/s, speedup ${s.speedup.toFixed(2)}×, agreement ${(s.agreement * 100).toFixed(0)}%`);
+  }
+
+  // ---- draft confidence threshold and adaptive draft length at the best (E, d)
+  const knobs = [];
+  const combos = quick
+    ? [[0, false], [0.5, false], [0, true]]
+    : [[0, false], [0.3, false], [0.5, false], [0, true], [0.3, true], [0.5, true]];
+  for (const [threshold, adaptive] of combos) {
+    const s = await paired(`self-spec E=${best.E} d=${best.d} threshold=${threshold} adaptive=${adaptive}`, {
+      mode: 'self-spec',
+      exitLayer: best.E,
+      numSpeculations: best.d,
+      draftConfidenceThreshold: threshold,
+      adaptiveDraftLength: adaptive,
+    }, true);
+    knobs.push({ threshold, adaptive: adaptive ? 'on' : 'off', ...s, check: s.idsMatch ? 'ok' : '**MISMATCH**' });
+    log(`threshold=${threshold} adaptive=${adaptive}: speedup ${s.speedup.toFixed(2)}×, acceptance ${(s.acceptance * 100).toFixed(1)}%`);
+  }
+  await generator.dispose();
+
+  // ---- report
+  for (const m of mismatches) {
+    warnings.push(`IDS MISMATCH: ${m.config}, prompt ${m.prompt}: self-spec/ar ids differ${m.firstDifference !== undefined ? ` from token ${m.firstDifference}` : ''}`);
+  }
+  const arAll = median(grid.map((g) => g.arTokensPerSecond));
+  const notes = [
+    `Model \`${displayPath(dir)}\`: ${cfg.modelType}, ${L} layers, hidden ${cfg.hiddenSize}, vocab ${cfg.vocabSize}; ` +
+      `default exit ${defaults.exitLayer} (${defaults.exitHead} head). ${prompts.length} prompts, greedy, ${maxNewTokens} new tokens each (EOS disabled so every run has the same length).`,
+  ];
+  if (golden) {
+    notes.push(
+      '**This is a random-weight golden test model, not trained for early exit**: its intermediate layers do not predict the final ' +
+        'layer\'s tokens, so drafts are almost always rejected and self-speculation is *slower* than ar here. These numbers exercise the ' +
+        'machinery (and its lossless-ness), they say nothing about the speedup on a trained early-exit model.',
+    );
+  }
+  notes.push(
+    'Each configuration is measured paired with ar: per prompt, ar and the configuration run back to back (order alternating). ' +
+      'tokens/s are medians over prompts (prefill included, as in `stats.tokensPerSecond`); speedup = median over prompts of the per-prompt ratio ' +
+      'configuration tokens/s ÷ paired ar tokens/s (range = min–max over prompts). acceptance = accepted drafts / drafted tokens over all prompts; ' +
+      'tokens/round = new tokens / rounds. ms/round = `stats.timeMs` (draft = layers [0,E) incl. exit head; verify = layers [E,L) + head; sampling = ' +
+      'token picks; other = the rest: acceptance, rollback, bookkeeping, prefill outside the stages) summed over prompts ÷ rounds. ' +
+      'est. = `stats.estimatedSpeedup`, the layer-pass count ratio (an upper bound ignoring per-call costs).',
+  );
+  const promptRows = prompts.map((p, i) => ({ prompt: i, tokens: p.ids.length, text: p.label.length > 90 ? `${p.label.slice(0, 87)}…` : p.label }));
+  const gridColumns = [
+    { key: 'E', label: 'E', fmt: 'int' },
+    { key: 'd', label: 'd', fmt: 'int' },
+    { key: 'tokensPerSecond', label: 'tok/s', fmt: 'f1' },
+    { key: 'arTokensPerSecond', label: 'ar tok/s', fmt: 'f1' },
+    { key: 'speedup', label: 'speedup', fmt: 'x' },
+    { key: 'range', label: 'range' },
+    { key: 'acceptance', label: 'acceptance', fmt: 'pct' },
+    { key: 'tokensPerRound', label: 'tok/round', fmt: 'f2' },
+    { key: 'msDraft', label: 'draft ms/rd', fmt: 'f3' },
+    { key: 'msVerify', label: 'verify ms/rd', fmt: 'f3' },
+    { key: 'msSampling', label: 'sampling ms/rd', fmt: 'f3' },
+    { key: 'msOther', label: 'other ms/rd', fmt: 'f3' },
+    { key: 'estimatedSpeedup', label: 'est.', fmt: 'x' },
+    { key: 'check', label: 'ids = ar' },
+  ];
+  const withRange = (r) => ({ ...r, range: `${r.speedupMin.toFixed(2)}–${r.speedupMax.toFixed(2)}` });
+  const matrixRows = exits.map((E) => {
+    const row = { E };
+    for (const d of dGrid) row[`d${d}`] = grid.find((g) => g.E === E && g.d === d)?.speedup;
+    return row;
+  });
+
+  const sections = [
+    {
+      id: 'prompts',
+      title: 'Prompts',
+      columns: [{ key: 'prompt', label: '#', fmt: 'int' }, { key: 'tokens', label: 'tokens', fmt: 'int' }, { key: 'text', label: 'prompt' }],
+      rows: promptRows,
+    },
+    {
+      id: 'correctness',
+      title: 'Correctness: self-spec ids = ar ids (greedy)',
+      notes: [
+        mismatches.length
+          ? `**${mismatches.length} MISMATCH(ES)** — greedy self-speculation must reproduce ar exactly; see the rows below.`
+          : `All ${idChecks} self-spec runs reproduced the ar ids exactly (and every repeated ar run matched the reference).`,
+      ],
+      columns: [
+        { key: 'config', label: 'configuration' },
+        { key: 'prompt', label: 'prompt', fmt: 'int' },
+        { key: 'firstDifference', label: 'first differing token', fmt: 'int' },
+        { key: 'expected', label: 'ar ids' },
+        { key: 'got', label: 'got' },
+      ],
+      rows: mismatches.map((m) => ({ ...m, config: `⚠️ MISMATCH ${m.config}`, expected: shortList(m.expected), got: shortList(m.got) })),
+    },
+    {
+      id: 'speedupMatrix',
+      title: 'Speedup vs ar (rows: exit layer E, columns: draft length d)',
+      notes: [`ar baseline: ${arAll.toFixed(1)} tokens/s (median over the grid's paired ar runs). Best: **E = ${best.E}, d = ${best.d}: ${best.speedup.toFixed(2)}×** at ${(best.acceptance * 100).toFixed(1)}% acceptance.`],
+      columns: [{ key: 'E', label: 'E \\ d', fmt: 'int' }, ...dGrid.map((d) => ({ key: `d${d}`, label: `d=${d}`, fmt: 'x' }))],
+      rows: matrixRows,
+    },
+    { id: 'grid', title: 'Self-spec grid (greedy)', columns: gridColumns, rows: grid.map(withRange) },
+    {
+      id: 'earlyExit',
+      title: 'Early-exit mode (layers [0,E) + exit head only; lossy) at each E',
+      notes: ['agreement = median fraction of the generated tokens before the first divergence from ar.'],
+      columns: [
+        { key: 'E', label: 'E', fmt: 'int' },
+        { key: 'tokensPerSecond', label: 'tok/s', fmt: 'f1' },
+        { key: 'arTokensPerSecond', label: 'ar tok/s', fmt: 'f1' },
+        { key: 'speedup', label: 'speedup', fmt: 'x' },
+        { key: 'range', label: 'range' },
+        { key: 'agreement', label: 'agreement with ar', fmt: 'pct' },
+      ],
+      rows: earlyExit.map(withRange),
+    },
+    {
+      id: 'draftControls',
+      title: `Draft confidence threshold and adaptive draft length at the best (E = ${best.E}, d = ${best.d})`,
+      notes: ['threshold: drafting stops when the draft token\'s probability falls below it (0 = off). adaptive: d grows by 1 after a fully accepted round (up to d) and shrinks by 1 after a rejection.'],
+      columns: [
+        { key: 'threshold', label: 'threshold', fmt: 'f1' },
+        { key: 'adaptive', label: 'adaptive' },
+        ...gridColumns.slice(2),
+      ],
+      rows: knobs.map(withRange),
+    },
+  ];
+
+  const bestKnob = knobs.filter((k) => k.idsMatch).reduce((a, b) => (a && a.speedup >= b.speedup ? a : b), undefined);
+  return {
+    name: `${modelName}-speculative`,
+    title: `self-speculative decoding: ${modelName}${golden ? ' (random golden model — not trained for early exit)' : ''}`,
+    threads: rt.options.threads,
+    notes,
+    warnings,
+    sections,
+    summary: {
+      model: modelName,
+      golden,
+      numLayers: L,
+      prompts: prompts.length,
+      maxNewTokens,
+      arTokensPerSecond: arAll,
+      best: {
+        exitLayer: best.E,
+        numSpeculations: best.d,
+        speedup: best.speedup,
+        tokensPerSecond: best.tokensPerSecond,
+        acceptance: best.acceptance,
+        tokensPerRound: best.tokensPerRound,
+      },
+      bestDraftControls: bestKnob && { threshold: bestKnob.threshold, adaptive: bestKnob.adaptive, speedup: bestKnob.speedup, acceptance: bestKnob.acceptance },
+      idsMismatches: mismatches.length,
+      idChecks,
+    },
+  };
+}
