@@ -106,8 +106,9 @@ export class ModelRuntime {
 
   private async buildStage(spec: StageSpec): Promise<Stage> {
     const t0 = performance.now();
-    const { bytes, weightBytes } = buildStageGraph(this.config, this.arch, this.weights, spec);
+    const { bytes, weightBytes, externalData } = buildStageGraph(this.config, this.arch, this.weights, spec);
     const session = await ort.InferenceSession.create(bytes, {
+      externalData,
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',

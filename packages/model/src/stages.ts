@@ -38,7 +38,12 @@ export interface StageResult {
 }
 
 /** Builds the ONNX graph of a stage. Exported for tests and graph inspection. */
-export function buildStageGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, spec: StageSpec): { bytes: Uint8Array; weightBytes: number } {
+export function buildStageGraph(
+  cfg: ModelConfig,
+  arch: Architecture,
+  w: WeightSource,
+  spec: StageSpec,
+): { bytes: Uint8Array; weightBytes: number; externalData: { path: string; data: Uint8Array }[] } {
   const g = new GraphBuilder(stageKey(spec));
   const { hiddenSize: d, numKvHeads, headDim } = cfg;
   const embeds = spec.from === 0 && !spec.propagate;
@@ -80,7 +85,7 @@ export function buildStageGraph(cfg: ModelConfig, arch: Architecture, w: WeightS
   }
   if (!spec.propagate) g.output(hidden, 'hidden_out', OnnxType.FLOAT, ['n', d]);
   exits.forEach((_, i) => g.output(exitOutputs.get(i)!, `logits_${i}`, OnnxType.FLOAT, ['rows', cfg.vocabSize]));
-  return { bytes: g.toBytes(), weightBytes: g.weightBytes };
+  return { bytes: g.toBytes(), weightBytes: g.weightBytes, externalData: g.externalData };
 }
 
 export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {

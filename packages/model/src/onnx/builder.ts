@@ -37,8 +37,13 @@ export class GraphBuilder {
   private readonly constCache = new Map<string, string>();
   private readonly initializerNames = new Set<string>();
   private counter = 0;
-  /** Bytes of weights embedded in this graph (for memory reports). */
+  /** Bytes of weights used by this graph (for memory reports). */
   weightBytes = 0;
+  /**
+   * Weights are not copied into the protobuf: each is an external-data "file" whose bytes are handed to
+   * ORT at session creation. This avoids serialising (and transiently copying) the weights.
+   */
+  readonly externalData: { path: string; data: Uint8Array }[] = [];
 
   constructor(private readonly graphName: string) {}
 
@@ -61,7 +66,9 @@ export class GraphBuilder {
   weight(name: string, data: Float32Array, dims: readonly number[]): string {
     if (!this.initializerNames.has(name)) {
       this.initializerNames.add(name);
-      this.initializers.push({ name, elemType: OnnxType.FLOAT, dims, raw: bytesOf(data) });
+      const location = `w${this.externalData.length}.bin`;
+      this.externalData.push({ path: location, data: bytesOf(data) });
+      this.initializers.push({ name, elemType: OnnxType.FLOAT, dims, external: { location, offset: 0, length: data.byteLength } });
       this.weightBytes += data.byteLength;
     }
     return name;

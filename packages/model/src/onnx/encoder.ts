@@ -77,8 +77,10 @@ export interface TensorProtoData {
   name: string;
   elemType: OnnxElemType;
   dims: readonly number[];
-  /** Little-endian raw bytes (raw_data). */
-  raw: Uint8Array;
+  /** Little-endian raw bytes (raw_data), or ... */
+  raw?: Uint8Array;
+  /** ... a reference to bytes supplied at session creation (external data: location, offset, length). */
+  external?: { location: string; offset: number; length: number };
 }
 
 export type AttributeValue =
@@ -119,7 +121,21 @@ function writeTensor(w: ProtoWriter, t: TensorProtoData): void {
   for (const d of t.dims) w.int(1, d);
   w.int(2, t.elemType);
   w.string(8, t.name);
-  w.bytes(9, t.raw);
+  if (t.raw) w.bytes(9, t.raw);
+  if (t.external) {
+    const entries: [string, string][] = [
+      ['location', t.external.location],
+      ['offset', String(t.external.offset)],
+      ['length', String(t.external.length)],
+    ];
+    for (const [key, value] of entries) {
+      w.message(13, (e) => {
+        e.string(1, key);
+        e.string(2, value);
+      });
+    }
+    w.int(14, 1); // data_location = EXTERNAL
+  }
 }
 
 const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, floats: 6, ints: 7 } as const;
