@@ -9,7 +9,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSafetensors, type TensorMap } from '@mexit/core';
-import * as speculative from '@mexit/speculative';
 import { runCli, type CliIo } from '../src/main.js';
 import { parseGenerateArgs, GENERATE_FLAGS } from '../src/commands/generate.js';
 import { LOGITS_FLAGS } from '../src/commands/logits.js';
@@ -325,12 +324,15 @@ describe('errors and usage', () => {
     expect((await cli([])).code).toBe(2);
   });
 
-  it.runIf(typeof (speculative as Record<string, unknown>).evaluate !== 'function')(
-    'eval reports a clear error while evaluate() does not exist',
-    async () => {
-      const run = await cli(['eval', '--model', GPT2, '--json', ...T1]);
-      expect(run.code).toBe(2);
-      expect((oneJson(run) as { error: { code: string } }).error.code).toBe('EVAL_UNAVAILABLE');
-    },
-  );
+  it('eval prints one JSON report on the bundled model (perplexity per exit, last-word task, speed)', async () => {
+    const run = await cli(['eval', '--max-tokens', '200', '--lambada-examples', '2', '--json', ...T1]);
+    expect(run.code, run.stderr).toBe(0);
+    type Rows = { rows: Record<string, unknown>[] };
+    const report = oneJson(run) as { perplexity: Rows & { tokens: number }; lambada: Rows & { examples: number }; speed: Rows };
+    expect(report.perplexity.tokens).toBe(200);
+    expect(report.perplexity.rows.length).toBeGreaterThan(12); // full model + every exit + ACD + CALM rows
+    for (const row of report.perplexity.rows) expect(Number.isFinite(row.perplexity) && (row.perplexity as number) > 1).toBe(true);
+    expect(report.lambada.examples).toBe(2);
+    expect(report.speed.rows.length).toBeGreaterThan(0);
+  });
 });
