@@ -14,14 +14,6 @@ const MASK_VALUE = -3.4028234663852886e38;
 export class WeightSource {
   constructor(readonly tensors: TensorMap, readonly dir: string) {}
 
-  /**
-   * Reads a tensor as F32 for one graph. Nothing is cached: ORT copies initializers into each session
-   * (the Node binding cannot share them), so a JS-side copy would only be a third one.
-   */
-  private read(name: string): Float32Array {
-    return this.tensors.getF32(name);
-  }
-
   /** Throws a CheckpointError naming the tensor if it is absent or has another shape. */
   check(name: string, shape: readonly number[]): void {
     if (!this.tensors.has(name)) {
@@ -36,22 +28,15 @@ export class WeightSource {
     }
   }
 
-  /** Adds tensor `name` as an initializer of `g` (once) and returns its graph name. */
+  /**
+   * Adds tensor `name` as an initializer of `g` (once) and returns its graph name. Read fresh per graph,
+   * not cached: ORT copies initializers into each session (the Node binding cannot share them), so a
+   * JS-side cache would only hold one more copy.
+   */
   add(g: GraphBuilder, name: string, shape: readonly number[]): string {
     if (g.hasWeight(name)) return name;
     this.check(name, shape);
-    return g.weight(name, this.read(name), shape);
-  }
-
-  /** Adds a [in, out] matrix built by transposing the checkpoint's [out, in] tensor. */
-  addTransposed(g: GraphBuilder, name: string, outDim: number, inDim: number): string {
-    const graphName = `${name}.T`;
-    if (g.hasWeight(graphName)) return graphName;
-    this.check(name, [outDim, inDim]);
-    const w = this.read(name);
-    const t = new Float32Array(w.length);
-    for (let o = 0; o < outDim; o++) for (let i = 0; i < inDim; i++) t[i * outDim + o] = w[o * inDim + i];
-    return g.weight(graphName, t, [inDim, outDim]);
+    return g.weight(name, this.tensors.getF32(name), shape);
   }
 }
 
