@@ -225,6 +225,8 @@ export class SelfSpeculativeGenerator {
           criticalPasses += block.drafted * o.exitLayer + L;
         }
         for (let i = 0; i < block.tokens.length && !stopReason; i++) {
+          // Per token, not only per block: a consumer that aborts mid-block gets no further tokens.
+          checkAbort();
           const token = block.tokens[i];
           ids.push(token);
           history.push(token);
