@@ -46,14 +46,19 @@ for (const row of report.json.perplexity.rows) {
 const grid = spec.sections.grid.rows;
 const early = new Map(spec.sections.earlyExit.rows.map((r) => [r.E, r]));
 const bestByE = new Map();
-for (const r of grid) if (!bestByE.has(r.E) || r.speedup > bestByE.get(r.E).speedup) bestByE.set(r.E, r);
+const singleDraft = new Map(); // d = 1: acceptance = per-token agreement of the draft exit with the full model
+for (const r of grid) {
+  if (!bestByE.has(r.E) || r.speedup > bestByE.get(r.E).speedup) bestByE.set(r.E, r);
+  if (r.d === 1) singleDraft.set(r.E, r);
+}
 
 const exitRows = [];
 for (let l = 1; l <= L; l++) {
   const b = bestByE.get(l);
   const e = early.get(l);
+  const one = singleDraft.get(l);
   exitRows.push(
-    `| ${l}${l === L ? ' (full model)' : ''} | ${fix(pplByLayer.get(l))} | ${e ? fix(e.tokensPerSecond, 0) : l === L ? fix(spec.summary.arTokensPerSecond, 0) + ' (ar)' : '–'} | ${b ? pct(b.acceptance) : '–'} | ${b ? `${fix(b.speedup)}× (d = ${b.d})` : '–'} |`,
+    `| ${l}${l === L ? ' (full model)' : ''} | ${fix(pplByLayer.get(l))} | ${e ? fix(e.tokensPerSecond, 0) : l === L ? fix(spec.summary.arTokensPerSecond, 0) + ' (ar)' : '–'} | ${one ? pct(one.acceptance) : '–'} | ${b ? `${pct(b.acceptance)} (d = ${b.d})` : '–'} | ${b ? `${fix(b.speedup)}× (d = ${b.d})` : '–'} |`,
   );
 }
 
@@ -81,8 +86,11 @@ shared exit (final norm + LM head) after block l. Speed: greedy, ${spec.summary.
 ORT intra-op threads ${m.threads}, ${m.cpu} (${m.cores} cores), ${m.date.slice(0, 10)}; each configuration paired with ar in the same run
 (\`bench/results/${name}-speculative.md\`). Self-spec is lossless: its ids equal ar's in all ${spec.summary.idChecks} bench runs.
 
-| exit layer | validation perplexity | early-exit tokens/s | self-spec acceptance | self-spec speedup vs ar (best d) |
-|---:|---:|---:|---:|---:|
+Acceptance = accepted drafts ÷ drafted tokens. At d = 1 it is the per-token agreement of exit E with the full
+model on its own greedy output; at larger d every draft after the first mismatch counts as rejected, so it is lower.
+
+| exit layer | validation perplexity | early-exit tokens/s | self-spec acceptance, d = 1 | acceptance at best d | self-spec speedup vs ar (best d) |
+|---:|---:|---:|---:|---:|---:|
 ${exitRows.join('\n')}
 
 Best: **E = ${best.exitLayer}, d = ${best.numSpeculations}: ${fix(best.speedup)}× vs ar** (${fix(best.tokensPerSecond, 0)} vs ${fix(spec.summary.arTokensPerSecond, 0)} tokens/s), ${pct(best.acceptance)} of drafts accepted, ${fix(best.tokensPerRound)} tokens per round.

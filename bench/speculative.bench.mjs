@@ -182,18 +182,20 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
 
   // ---- draft confidence threshold and adaptive draft length at the best (E, d)
   const knobs = [];
+  // [threshold, adaptive, d]: the threshold matters most with long drafts, so it is also tried at d = 8.
   const combos = quick
-    ? [[0, false], [0.5, false], [0, true]]
-    : [[0, false], [0.3, false], [0.5, false], [0, true], [0.3, true], [0.5, true]];
-  for (const [threshold, adaptive] of combos) {
-    const s = await paired(`self-spec E=${best.E} d=${best.d} threshold=${threshold} adaptive=${adaptive}`, {
+    ? [[0, false, best.d], [0.5, false, best.d], [0, true, best.d]]
+    : [[0, false, best.d], [0.3, false, best.d], [0.5, false, best.d], [0, true, best.d], [0.3, true, best.d], [0.5, true, best.d],
+       [0.5, false, 8], [0.7, false, 8], [0.9, false, 8]];
+  for (const [threshold, adaptive, d] of combos) {
+    const s = await paired(`self-spec E=${best.E} d=${d} threshold=${threshold} adaptive=${adaptive}`, {
       mode: 'self-spec',
       exitLayer: best.E,
-      numSpeculations: best.d,
+      numSpeculations: d,
       draftConfidenceThreshold: threshold,
       adaptiveDraftLength: adaptive,
     }, true);
-    knobs.push({ threshold, adaptive: adaptive ? 'on' : 'off', ...s, check: s.idsMatch ? 'ok' : '**MISMATCH**' });
+    knobs.push({ d, threshold, adaptive: adaptive ? 'on' : 'off', ...s, check: s.idsMatch ? 'ok' : '**MISMATCH**' });
     log(`threshold=${threshold} adaptive=${adaptive}: speedup ${s.speedup.toFixed(2)}×, acceptance ${(s.acceptance * 100).toFixed(1)}%`);
   }
   await generator.dispose();
@@ -294,9 +296,10 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
     },
     {
       id: 'draftControls',
-      title: `Draft confidence threshold and adaptive draft length at the best (E = ${best.E}, d = ${best.d})`,
+      title: `Draft confidence threshold and adaptive draft length at the best E = ${best.E} (d = ${best.d}, and 8)`,
       notes: ['threshold: drafting stops when the draft token\'s probability falls below it (0 = off). adaptive: d grows by 1 after a fully accepted round (up to d) and shrinks by 1 after a rejection.'],
       columns: [
+        { key: 'd', label: 'd', fmt: 'int' },
         { key: 'threshold', label: 'threshold', fmt: 'f1' },
         { key: 'adaptive', label: 'adaptive' },
         ...gridColumns.slice(2),
@@ -328,7 +331,7 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
         acceptance: best.acceptance,
         tokensPerRound: best.tokensPerRound,
       },
-      bestDraftControls: bestKnob && { threshold: bestKnob.threshold, adaptive: bestKnob.adaptive, speedup: bestKnob.speedup, acceptance: bestKnob.acceptance },
+      bestDraftControls: bestKnob && { d: bestKnob.d, threshold: bestKnob.threshold, adaptive: bestKnob.adaptive, speedup: bestKnob.speedup, acceptance: bestKnob.acceptance },
       idsMismatches: mismatches.length,
       idChecks,
     },

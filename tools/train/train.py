@@ -280,8 +280,11 @@ def active_exits(n_layers, step, rotation):
     return [l for l in exits if (l + step) % rotation == 0]
 
 
-def exit_weights(exits):
-    """w_l ∝ (l+1) with l the 0-based block index, i.e. ∝ the 1-based exit number; normalised to sum 1."""
+def exit_weights(exits, scheme='linear'):
+    """Normalised to sum 1. 'linear' (the seed recipe): w_l ∝ (l+1) with l the 0-based block index, i.e. ∝ the
+    1-based exit number. 'uniform': every exit alike (more weight on the shallow exits drafts come from)."""
+    if scheme == 'uniform':
+        return {l: 1.0 / len(exits) for l in exits}
     total = float(sum(exits))
     return {l: l / total for l in exits}
 
@@ -599,9 +602,12 @@ def cmd_train(args):
         exits = active_exits(n_layers, step, args.exit_rotation) if args.ee_scale > 0 else []
         final, hs = model(inp, drop, collect=set(exits))
         flat_tgt = tgt.reshape(-1)
-        ce_final = F.cross_entropy(model.head(final).reshape(-1, cfg['vocab_size']), flat_tgt)
+        final_logits = model.head(final).reshape(-1, cfg['vocab_size'])
+        ce_final = F.cross_entropy(final_logits, flat_tgt)
         loss = ce_final
-        ws = exit_weights(exits) if exits else {}
+        ws = exit_weights(exits, args.exit_weights) if exits else {}
+        # Self-distillation target: the full model's own next-token distribution, not trained through the exits.
+        teacher = F.softmax(final_logits.detach(), dim=-1) if args.ee_distill > 0 else None
         if exits and args.exit_token_frac < 1.0:
             # Early-exit CE on a random subset of positions (same for every exit): the head costs ~0.7 of a
             # layer per token, so this trains every exit every step for a fraction of the compute.
@@ -609,13 +615,20 @@ def cmd_train(args):
             pos = torch.randperm(n_tok)[:max(1, int(n_tok * args.exit_token_frac))]
         else:
             pos = None
+        teacher_l = teacher.index_select(0, pos) if teacher is not None and pos is not None else teacher
         for l in exits:
             h_l = hs[l].reshape(-1, cfg['hidden_size'])
             t_l = flat_tgt
             if pos is not None:
                 h_l, t_l = h_l.index_select(0, pos), flat_tgt.index_select(0, pos)
-            ce_l = F.cross_entropy(model.head(model.model.norm(h_l)), t_l)
-            loss = loss + args.ee_scale * ws[l] * ce_l
+            logits_l = model.head(model.model.norm(h_l))
+            ce_l = F.cross_entropy(logits_l, t_l)
+            exit_loss = ce_l
+            if teacher_l is not None:
+                # KL(p_final || p_exit): trains the exit to agree with the full model, which is exactly what
+                # self-speculative drafts need (acceptance = agreement with the verifier).
+                exit_loss = exit_loss + args.ee_distill * F.kl_div(F.log_softmax(logits_l, dim=-1), teacher_l, reduction='batchmean')
+            loss = loss + args.ee_scale * ws[l] * exit_loss
             acc[l] = acc.get(l, 0.0) + ce_l.item()
             acc_n[l] = acc_n.get(l, 0) + 1
         acc[n_layers] = acc.get(n_layers, 0.0) + ce_final.item()
@@ -845,6 +858,10 @@ def main(argv=None):
     tp.add_argument('--layer-drop-max', type=float, default=0.5, help='p_l = max·(l/L)²')
     tp.add_argument('--ee-scale', type=float, default=0.3, help='early-exit loss weight (0 disables exits)')
     tp.add_argument('--exit-rotation', type=int, default=1, help='train every R-th exit per step, rotating')
+    tp.add_argument('--exit-weights', choices=['linear', 'uniform'], default='linear',
+                    help="weights of the exits' losses: linear w_l ∝ l (seed recipe) or uniform")
+    tp.add_argument('--ee-distill', type=float, default=0.0,
+                    help='add this × KL(full-model distribution || exit distribution) to each exit loss (self-distillation)')
     tp.add_argument('--exit-token-frac', type=float, default=1.0,
                     help='fraction of positions (random per step) on which the early-exit CE is computed')
     tp.add_argument('--exit-layers', help='exit-heads mode: comma list of layers (1-based), default all')
