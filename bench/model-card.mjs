@@ -72,8 +72,9 @@ const card = `# ${name}: a TinyStories early-exit model for self-speculative dec
 
 A ${L}-layer Llama-architecture model (hidden ${config.hidden_size}, ${config.num_attention_heads} heads / ${config.num_key_value_heads} kv heads,
 SwiGLU ${config.intermediate_size}, vocabulary ${config.vocab_size}, tied embeddings, ${(readFileSync(join(dir, 'model.safetensors')).length / 2 ** 20).toFixed(1)} MiB of f16 weights) trained by
-mexit's own recipe (\`tools/train/\`, "llama3-earlyexit": layer dropout p_l = 0.5·(l/L)², early-exit loss
-CE_L + 0.3·Σ w_l·CE_l through the shared final norm + head) on TinyStories (\`../shared/data/tinystories/train.txt\`).
+mexit's own recipe (\`tools/train/\`: "llama3-earlyexit" layer dropout p_l = 0.5·(l/L)² and early-exit loss
+through the shared final norm + head, strengthened and then combined with self-distillation to the full model:
+see the training line below) on TinyStories (\`../shared/data/tinystories/train.txt\`).
 Saved under HF \`LlamaForCausalLM\` names, so it loads like any LayerSkip/Llama checkpoint.
 ${values.training ? `\nTraining: ${values.training}\n` : ''}
 Recommended self-speculative settings (in \`generation_config.json\`, used by \`pnpm mexit generate\` by default):

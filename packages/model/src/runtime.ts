@@ -18,12 +18,28 @@ import { buildStageGraph, Stage, stageKey, validateStageSpec, type StageSpec } f
 import { MexitTokenizer } from './tokenizer.js';
 
 export interface RuntimeOptions {
-  /** Intra-op threads per session. Default: all available cores. */
+  /**
+   * Intra-op threads per session. Default: 1 for models under 256 MiB of F32 weights (thread hand-off costs
+   * more than it saves at that size: measured on the bundled model), else all available cores.
+   */
   threads?: number;
-  /** Let ORT worker threads spin between ops. Default false: JS does work between runs (sampling). */
+  /**
+   * Let ORT worker threads spin between runs. Default false: every session owns a thread pool, and spinning
+   * pools of idle sessions steal the cores from the running one. With one session (ar) spinning measured 2.0 vs
+   * 3.1 ms per step, but self-spec (three sessions taking turns) fell to 0.4–0.6× of ar (bench/results).
+   */
   spinning?: boolean;
   /** Pre-pack weights at session creation (faster matmuls, slower start). Default true. */
   prepacking?: boolean;
+}
+
+const SMALL_MODEL_BYTES = 256 * 2 ** 20;
+
+/** Bytes of all tensors as F32. */
+function checkpointBytes(tensors: TensorMap): number {
+  let total = 0;
+  for (const name of tensors.names) total += tensors.info(name).shape.reduce((a, b) => a * b, 1) * 4;
+  return total;
 }
 
 function createArchitecture(cfg: ModelConfig, w: WeightSource): Architecture {
@@ -59,7 +75,7 @@ export class ModelRuntime {
     const config = loadModelConfig(dir);
     const tensors = openCheckpoint(dir);
     const tokenizer = MexitTokenizer.load(dir);
-    const threads = options.threads ?? availableParallelism();
+    const threads = options.threads ?? (checkpointBytes(tensors) < SMALL_MODEL_BYTES ? 1 : availableParallelism());
     if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('RUNTIME_OPTIONS', `threads must be a positive integer, got ${threads}`);
     const runtime = new ModelRuntime(dir, config, tensors, tokenizer, {
       threads,
@@ -133,9 +149,7 @@ export class ModelRuntime {
 
   /** Total bytes of the checkpoint's float weights as F32. */
   weightBytes(): number {
-    let total = 0;
-    for (const name of this.tensors.names) total += this.tensors.info(name).shape.reduce((a, b) => a * b, 1) * 4;
-    return total;
+    return checkpointBytes(this.tensors);
   }
 
   async dispose(): Promise<void> {
