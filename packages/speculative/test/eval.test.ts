@@ -282,9 +282,9 @@ describe('last-word task and speed (gpt2-multiexit-tiny with a 512-entry byte-le
     expect(report.speed.map((r) => r.label)).toEqual(labels);
     for (const row of report.speed) {
       expect(row.newTokens).toBeGreaterThan(0);
-      expect(row.tokensPerSecond).toBeGreaterThan(0);
+      expect(Number.isFinite(row.tokensPerSecond) && row.tokensPerSecond > 0).toBe(true); // measured, not a speed claim
       expect(row.decodeTokens).toBe(8);
-      expect(row.decodeTokensPerSecond).toBeGreaterThan(0);
+      expect(Number.isFinite(row.decodeTokensPerSecond) && row.decodeTokensPerSecond! > 0).toBe(true);
     }
     const calm = report.speed.find((r) => r.kind === 'calm')!;
     expect(calm.meanLayersPerToken).toBeGreaterThanOrEqual(2);
