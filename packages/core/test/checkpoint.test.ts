@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHECKPOINT_FILES, CheckpointError, openCheckpoint, writeSafetensors } from '@mexit/core';
+import { expectCheckpointError } from './support/expect-error.js';
 
 const GOLDENS = fileURLToPath(new URL('../../../fixtures/goldens/', import.meta.url));
 
@@ -15,19 +16,6 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function expectCheckpointError(fn: () => unknown, code: string, ...messageParts: string[]): CheckpointError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught, `expected CheckpointError ${code}`).toBeInstanceOf(CheckpointError);
-  const err = caught as CheckpointError;
-  expect(err.code, err.message).toBe(code);
-  for (const part of messageParts) expect(err.message).toContain(part);
-  return err;
-}
 
 function newDir(name: string): string {
   const dir = path.join(tmp, name);

@@ -14,6 +14,7 @@ import {
   openSafetensors,
   writeSafetensors,
 } from '@mexit/core';
+import { expectCheckpointError } from './support/expect-error.js';
 
 const GOLDENS = fileURLToPath(new URL('../../../fixtures/goldens/', import.meta.url));
 const GOLDEN_MODELS = ['gpt2-tiny', 'gpt-neo-tiny', 'llama2-tiny', 'llama32-tiny', 'gpt2-multiexit-tiny'];
@@ -41,19 +42,6 @@ function tmpFile(bytes: Uint8Array): string {
   return file;
 }
 
-function expectCheckpointError(fn: () => unknown, code: string, ...messageParts: string[]): CheckpointError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught, `expected CheckpointError ${code}`).toBeInstanceOf(CheckpointError);
-  const err = caught as CheckpointError;
-  expect(err.code, err.message).toBe(code);
-  for (const part of messageParts) expect(err.message).toContain(part);
-  return err;
-}
 
 function openAndReadAll(file: string): void {
   const map = openSafetensors(file);

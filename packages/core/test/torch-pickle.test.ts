@@ -5,6 +5,7 @@ import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CheckpointError, openSafetensors, openTorchCheckpoint } from '@mexit/core';
+import { expectCheckpointError } from './support/expect-error.js';
 
 const GOLDENS = fileURLToPath(new URL('../../../fixtures/goldens/', import.meta.url));
 const GOLDEN_MODELS = ['gpt2-tiny', 'gpt-neo-tiny', 'llama2-tiny', 'llama32-tiny', 'gpt2-multiexit-tiny'];
@@ -17,19 +18,6 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function expectCheckpointError(fn: () => unknown, code: string, ...messageParts: string[]): CheckpointError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught, `expected CheckpointError ${code}`).toBeInstanceOf(CheckpointError);
-  const err = caught as CheckpointError;
-  expect(err.code, err.message).toBe(code);
-  for (const part of messageParts) expect(err.message).toContain(part);
-  return err;
-}
 
 let fileCounter = 0;
 function tmpFile(bytes: Uint8Array): string {
