@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHECKPOINT_FILES, CheckpointError, openCheckpoint, writeSafetensors } from '@mexit/core';
-import { expectCheckpointError } from './support/expect-error.js';
+import { CHECKPOINT_FILES, openCheckpoint, writeSafetensors } from '@mexit/core';
+import { expectCheckpointError } from './support/helpers.js';
 
 const GOLDENS = fileURLToPath(new URL('../../../fixtures/goldens/', import.meta.url));
 

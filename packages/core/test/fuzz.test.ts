@@ -16,6 +16,7 @@ import {
   openTorchCheckpoint,
   writeSafetensors,
 } from '@mexit/core';
+import { mulberry32 } from './support/helpers.js';
 
 // MEXIT_FUZZ_SCALE=N runs N× the iterations (a longer local soak; prints the outcome counts)
 const SCALE = Math.max(1, Number(process.env.MEXIT_FUZZ_SCALE ?? 1));
@@ -28,18 +29,6 @@ beforeAll(() => {
 afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
-
-/** mulberry32: a tiny seeded PRNG, so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const EXPECTED_CTOR: Record<string, string> = {
   F32: 'Float32Array', F16: 'Uint16Array', BF16: 'Uint16Array', F64: 'Float64Array', I64: 'BigInt64Array',
@@ -105,7 +94,7 @@ function fuzz(
   seed: number,
   open: (file: string) => TensorMap,
 ): Map<string, number> {
-  const rand = prng(seed);
+  const rand = mulberry32(seed);
   const file = path.join(tmp, `fuzz-${seed}`);
   const outcomes = new Map<string, number>();
   for (let i = 0; i < iterations * SCALE; i++) {

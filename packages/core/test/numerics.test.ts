@@ -1,34 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { MexitError, argmax, logSoftmax, logsumexp, softmax, topKIndices } from '@mexit/core';
-
-/** Deterministic test data (mulberry32), independent of the code under test. */
-function testRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { argmax, logSoftmax, logsumexp, softmax, topKIndices } from '@mexit/core';
+import { expectMexitError, mulberry32 } from './support/helpers.js';
 
 function randomLogits(n: number, seed: number, scale = 10): Float32Array {
-  const rand = testRandom(seed);
+  const rand = mulberry32(seed);
   const x = new Float32Array(n);
   for (let i = 0; i < n; i++) x[i] = (rand() - 0.5) * scale;
   return x;
-}
-
-function expectCode(fn: () => unknown, code: string): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(MexitError);
-  expect((thrown as MexitError).code).toBe(code);
 }
 
 // Hand values: e^1, e^2, e^3 = 2.718281828, 7.389056099, 20.08553692; sum = 30.19287485.
@@ -74,11 +52,11 @@ describe('softmax', () => {
   });
 
   it('throws typed errors instead of writing NaN', () => {
-    expectCode(() => softmax(new Float32Array([-Infinity, -Infinity]), new Float32Array(2)), 'NO_FINITE_LOGITS');
-    expectCode(() => softmax(new Float32Array([1, NaN]), new Float32Array(2)), 'NO_FINITE_LOGITS');
-    expectCode(() => softmax(new Float32Array([1, Infinity]), new Float32Array(2)), 'NO_FINITE_LOGITS');
-    expectCode(() => softmax(new Float32Array(0), new Float32Array(0)), 'NO_FINITE_LOGITS');
-    expectCode(() => softmax(new Float32Array(3), new Float32Array(2)), 'SHAPE_MISMATCH');
+    expectMexitError(() => softmax(new Float32Array([-Infinity, -Infinity]), new Float32Array(2)), 'NO_FINITE_LOGITS');
+    expectMexitError(() => softmax(new Float32Array([1, NaN]), new Float32Array(2)), 'NO_FINITE_LOGITS');
+    expectMexitError(() => softmax(new Float32Array([1, Infinity]), new Float32Array(2)), 'NO_FINITE_LOGITS');
+    expectMexitError(() => softmax(new Float32Array(0), new Float32Array(0)), 'NO_FINITE_LOGITS');
+    expectMexitError(() => softmax(new Float32Array(3), new Float32Array(2)), 'SHAPE_MISMATCH');
   });
 });
 
@@ -106,7 +84,7 @@ describe('logSoftmax', () => {
   });
 
   it('throws on all -Infinity', () => {
-    expectCode(() => logSoftmax(new Float32Array([-Infinity]), new Float32Array(1)), 'NO_FINITE_LOGITS');
+    expectMexitError(() => logSoftmax(new Float32Array([-Infinity]), new Float32Array(1)), 'NO_FINITE_LOGITS');
   });
 });
 
@@ -143,8 +121,8 @@ describe('argmax', () => {
   });
 
   it('throws when there is no comparable entry', () => {
-    expectCode(() => argmax(new Float32Array(0)), 'NO_COMPARABLE_VALUE');
-    expectCode(() => argmax(new Float32Array([NaN, NaN])), 'NO_COMPARABLE_VALUE');
+    expectMexitError(() => argmax(new Float32Array(0)), 'NO_COMPARABLE_VALUE');
+    expectMexitError(() => argmax(new Float32Array([NaN, NaN])), 'NO_COMPARABLE_VALUE');
   });
 });
 
@@ -160,7 +138,7 @@ describe('topKIndices', () => {
 
   it('matches a sort-based reference on random data with ties', () => {
     for (const seed of [3, 4, 5]) {
-      const rand = testRandom(seed);
+      const rand = mulberry32(seed);
       const x = new Float32Array(300);
       // Few distinct levels so ties are common.
       for (let i = 0; i < x.length; i++) x[i] = Math.floor(rand() * 40) - 20;
@@ -191,9 +169,9 @@ describe('topKIndices', () => {
 
   it('rejects a bad k or a short buffer', () => {
     const x = new Float32Array(4);
-    expectCode(() => topKIndices(x, 5, new Int32Array(5)), 'INVALID_ARGUMENT');
-    expectCode(() => topKIndices(x, 1.5, new Int32Array(5)), 'INVALID_ARGUMENT');
-    expectCode(() => topKIndices(x, -1, new Int32Array(5)), 'INVALID_ARGUMENT');
-    expectCode(() => topKIndices(x, 3, new Int32Array(2)), 'SHAPE_MISMATCH');
+    expectMexitError(() => topKIndices(x, 5, new Int32Array(5)), 'INVALID_ARGUMENT');
+    expectMexitError(() => topKIndices(x, 1.5, new Int32Array(5)), 'INVALID_ARGUMENT');
+    expectMexitError(() => topKIndices(x, -1, new Int32Array(5)), 'INVALID_ARGUMENT');
+    expectMexitError(() => topKIndices(x, 3, new Int32Array(2)), 'SHAPE_MISMATCH');
   });
 });

@@ -3,18 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  CheckpointError,
-  type DType,
-  type Tensor,
-  bf16BitsToF32,
-  f16BitsToF32,
-  f32ToBf16,
-  halfToF32,
-  openSafetensors,
-  writeSafetensors,
-} from '@mexit/core';
-import { expectCheckpointError } from './support/expect-error.js';
+import { type DType, type Tensor, bf16BitsToF32, f16BitsToF32, f32ToBf16, halfToF32, openSafetensors, writeSafetensors } from '@mexit/core';
+import { expectCheckpointError } from './support/helpers.js';
 
 const GOLDENS = fileURLToPath(new URL('../../../fixtures/goldens/', import.meta.url));
 const GOLDEN_MODELS = ['gpt2-tiny', 'gpt-neo-tiny', 'llama2-tiny', 'llama32-tiny', 'gpt2-multiexit-tiny'];

@@ -1,18 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { LogitsWarper, MexitError, OptionsError, Rng, sampleCategorical, type WarpOptions } from '@mexit/core';
-
-function expectCode(fn: () => unknown, code: string, messagePart?: string): MexitError {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeInstanceOf(MexitError);
-  expect((thrown as MexitError).code).toBe(code);
-  if (messagePart !== undefined) expect((thrown as MexitError).message).toContain(messagePart);
-  return thrown as MexitError;
-}
+import { LogitsWarper, OptionsError, Rng, sampleCategorical, type WarpOptions } from '@mexit/core';
+import { expectMexitError } from './support/helpers.js';
 
 /** Straightforward BigInt PCG32 (pcg32_srandom_r / pcg32_random_r), independent of the Rng under test. */
 function pcg32Reference(seed: bigint, stream: bigint, count: number): number[] {
@@ -105,7 +93,7 @@ describe('Rng (PCG32)', () => {
 
   it('different seeds give different streams; invalid seeds throw', () => {
     expect(new Rng(1).nextU32()).not.toBe(new Rng(2).nextU32());
-    for (const bad of [-1, 1.5, NaN, 2 ** 53]) expectCode(() => new Rng(bad), 'INVALID_OPTION', 'seed');
+    for (const bad of [-1, 1.5, NaN, 2 ** 53]) expectMexitError(() => new Rng(bad), 'INVALID_OPTION', 'seed');
   });
 });
 
@@ -156,10 +144,10 @@ describe('sampleCategorical', () => {
 
   it('rejects distributions without positive finite mass', () => {
     const rng = new Rng(1);
-    expectCode(() => sampleCategorical(new Float32Array([0, 0]), rng), 'INVALID_DISTRIBUTION');
-    expectCode(() => sampleCategorical(new Float32Array([NaN, -1]), rng), 'INVALID_DISTRIBUTION');
-    expectCode(() => sampleCategorical(new Float32Array([1, Infinity]), rng), 'INVALID_DISTRIBUTION');
-    expectCode(() => sampleCategorical(new Float32Array(0), rng), 'INVALID_DISTRIBUTION');
+    expectMexitError(() => sampleCategorical(new Float32Array([0, 0]), rng), 'INVALID_DISTRIBUTION');
+    expectMexitError(() => sampleCategorical(new Float32Array([NaN, -1]), rng), 'INVALID_DISTRIBUTION');
+    expectMexitError(() => sampleCategorical(new Float32Array([1, Infinity]), rng), 'INVALID_DISTRIBUTION');
+    expectMexitError(() => sampleCategorical(new Float32Array(0), rng), 'INVALID_DISTRIBUTION');
   });
 });
 
@@ -181,10 +169,10 @@ describe('LogitsWarper options', () => {
       [{ topP: '0.9' as unknown as number }, 'topP'],
     ];
     for (const [options, name] of bad) {
-      const error = expectCode(() => new LogitsWarper(10, options), 'INVALID_OPTION', name);
+      const error = expectMexitError(() => new LogitsWarper(10, options), 'INVALID_OPTION', name);
       expect(error).toBeInstanceOf(OptionsError);
     }
-    expectCode(() => new LogitsWarper(0, {}), 'INVALID_OPTION', 'vocabSize');
+    expectMexitError(() => new LogitsWarper(0, {}), 'INVALID_OPTION', 'vocabSize');
   });
 
   it('accepts the boundary values', () => {
@@ -347,16 +335,16 @@ describe('LogitsWarper.probs', () => {
 
   it('throws typed errors for bad shapes, ids and logits', () => {
     const warper = new LogitsWarper(3, { repetitionPenalty: 1.2 });
-    expectCode(() => warper.probs(new Float32Array(4), [], new Float32Array(3)), 'SHAPE_MISMATCH', 'logits');
-    expectCode(() => warper.probs(new Float32Array(3), [], new Float32Array(2)), 'SHAPE_MISMATCH', 'out');
-    expectCode(() => warper.probs(new Float32Array(3), [3], new Float32Array(3)), 'INVALID_TOKEN_ID', 'history[0]');
-    expectCode(() => warper.probs(new Float32Array(3), [0, -1], new Float32Array(3)), 'INVALID_TOKEN_ID');
-    expectCode(() => warper.greedy(new Float32Array(3), [0.5]), 'INVALID_TOKEN_ID');
-    expectCode(
+    expectMexitError(() => warper.probs(new Float32Array(4), [], new Float32Array(3)), 'SHAPE_MISMATCH', 'logits');
+    expectMexitError(() => warper.probs(new Float32Array(3), [], new Float32Array(2)), 'SHAPE_MISMATCH', 'out');
+    expectMexitError(() => warper.probs(new Float32Array(3), [3], new Float32Array(3)), 'INVALID_TOKEN_ID', 'history[0]');
+    expectMexitError(() => warper.probs(new Float32Array(3), [0, -1], new Float32Array(3)), 'INVALID_TOKEN_ID');
+    expectMexitError(() => warper.greedy(new Float32Array(3), [0.5]), 'INVALID_TOKEN_ID');
+    expectMexitError(
       () => warper.probs(new Float32Array([-Infinity, -Infinity, -Infinity]), [], new Float32Array(3)),
       'NO_FINITE_LOGITS',
     );
-    expectCode(() => warper.probs(new Float32Array([0, NaN, 1]), [], new Float32Array(3)), 'NO_FINITE_LOGITS');
+    expectMexitError(() => warper.probs(new Float32Array([0, NaN, 1]), [], new Float32Array(3)), 'NO_FINITE_LOGITS');
   });
 });
 

@@ -4,8 +4,8 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointError, openSafetensors, openTorchCheckpoint } from '@mexit/core';
-import { expectCheckpointError } from './support/expect-error.js';
+import { openSafetensors, openTorchCheckpoint } from '@mexit/core';
+import { expectCheckpointError } from './support/helpers.js';
 
 const GOLDENS = fileURLToPath(new URL('../../../fixtures/goldens/', import.meta.url));
 const GOLDEN_MODELS = ['gpt2-tiny', 'gpt-neo-tiny', 'llama2-tiny', 'llama32-tiny', 'gpt2-multiexit-tiny'];
