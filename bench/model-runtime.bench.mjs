@@ -2,7 +2,7 @@
  * ModelRuntime costs for one model directory (built packages: packages/model/dist):
  *   (a) per-token decode step of the full model vs the raw ORT time inside session.run → overhead ratio
  *   (b) prefill tokens/s for a 128-token prompt
- *   (c) session build time per stage (full stage; the self-spec draft / feed / verify stages)
+ *   (c) session build time per stage (full stage; the self-spec draft / verify stages)
  *   (d) RSS vs weight bytes for: load only; full stage; self-spec split; both (each in a fresh child process)
  *   (e) session options: threads × spinning × prepacking → decode step and build time
  * `benchModelRuntime(Bench, dir, { quick })` returns a report for bench/run.mjs to render.
@@ -49,7 +49,6 @@ function stageSpecs(L, exitLayer, exitHead) {
   return {
     full: { from: 0, to: L, exits: [{ layer: L }] },
     draft: { from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }] },
-    feed: { from: 0, to: exitLayer },
     verify: { from: exitLayer, to: L, exits: [{ layer: L }] },
   };
 }
@@ -57,7 +56,6 @@ function stageSpecs(L, exitLayer, exitHead) {
 const SPEC_LABEL = {
   full: (L) => `full [0,${L}) + head@${L}`,
   draft: (L, E) => `draft [0,${E}) + exit@${E}`,
-  feed: (L, E) => `feed [0,${E}) (no head)`,
   verify: (L, E) => `verify [${E},${L}) + head@${L}`,
 };
 
@@ -180,7 +178,7 @@ async function rssProbeMain({ dir, which }) {
   const L = runtime.numLayers;
   const { exitLayer, exitHead } = defaultExit(runtime);
   const specs = stageSpecs(L, exitLayer, exitHead);
-  const names = { load: [], full: ['full'], split: ['draft', 'feed', 'verify'], both: ['full', 'draft', 'feed', 'verify'] }[which];
+  const names = { load: [], full: ['full'], split: ['draft', 'verify'], both: ['full', 'draft', 'verify'] }[which];
   const stages = [];
   for (const name of names) stages.push(await runtime.stage(specs[name]));
   gc();
@@ -295,7 +293,7 @@ export async function benchModelRuntime(Bench, dir, { quick = false } = {}) {
 
   // (c) build times: a fresh runtime per repeat (stages are cached per runtime); built one after another.
   const repeats = quick ? 1 : 3;
-  const builds = { full: [], draft: [], feed: [], verify: [] };
+  const builds = { full: [], draft: [], verify: [] };
   const stageWeights = {};
   for (let rep = 0; rep < repeats; rep++) {
     const rt = await ModelRuntime.load(dir);
@@ -314,7 +312,7 @@ export async function benchModelRuntime(Bench, dir, { quick = false } = {}) {
     title: `(c) Session build time per stage (self-spec split at E = ${E})`,
     notes: [
       `\`Stage.buildMs\`: ONNX graph construction (weights read from the checkpoint) + \`InferenceSession.create\` (graph optimisation, prepacking). Median of ${repeats} fresh runtime(s); stages built one at a time. ` +
-        'Self-spec needs the draft, feed and verify stages; the feed stage repeats the draft stage\'s layers without the head (ORT sessions cannot share initializers).',
+        'Self-spec needs the draft and verify stages (the draft stage also feeds the last draft, with no logits rows), so each layer is held once.',
     ],
     columns: [
       { key: 'stage', label: 'stage' },
@@ -332,9 +330,9 @@ export async function benchModelRuntime(Bench, dir, { quick = false } = {}) {
         weightMB: stageWeights[name] / 1e6,
       })),
       {
-        stage: 'self-spec total (draft + feed + verify)',
-        buildMs: median(builds.draft) + median(builds.feed) + median(builds.verify),
-        weightMB: (stageWeights.draft + stageWeights.feed + stageWeights.verify) / 1e6,
+        stage: 'self-spec total (draft + verify)',
+        buildMs: median(builds.draft) + median(builds.verify),
+        weightMB: (stageWeights.draft + stageWeights.verify) / 1e6,
       },
     ],
   });
@@ -350,7 +348,7 @@ export async function benchModelRuntime(Bench, dir, { quick = false } = {}) {
         'Δ RSS = after build − before load. checkpoint weights = `runtime.weightBytes()` (every tensor as F32); stage weights = the initializers the sessions hold. ' +
         'Δ RSS − stage weights = what the sessions cost beyond their initializers (ORT arenas, prepacked copies, graph bytes, the checkpoint reader). ' +
         'Δ RSS / checkpoint weights ≈ copies of the model the process holds; for tiny models the fixed per-session cost dominates.',
-      `split = draft [0,${E}) + exit, feed [0,${E}), verify [${E},${L}) + head — the sessions self-spec builds.`,
+      `split = draft [0,${E}) + exit, verify [${E},${L}) + head — the sessions self-spec builds.`,
     ],
     columns: [
       { key: 'config', label: 'stages built' },

@@ -280,9 +280,13 @@ def active_exits(n_layers, step, rotation):
     return [l for l in exits if (l + step) % rotation == 0]
 
 
-def exit_weights(exits, scheme='linear'):
+def exit_weights(exits, scheme='linear', focus=0, focus_weight=0.0):
     """Normalised to sum 1. 'linear' (the seed recipe): w_l ∝ (l+1) with l the 0-based block index, i.e. ∝ the
-    1-based exit number. 'uniform': every exit alike (more weight on the shallow exits drafts come from)."""
+    1-based exit number. 'uniform': every exit alike (more weight on the shallow exits drafts come from).
+    focus > 0: exit `focus` (the draft exit) gets `focus_weight` of the total, the others share the rest."""
+    if focus and focus in exits and focus_weight > 0:
+        rest = exit_weights([l for l in exits if l != focus], scheme) if len(exits) > 1 else {}
+        return {**{l: (1 - focus_weight) * w for l, w in rest.items()}, focus: focus_weight if rest else 1.0}
     if scheme == 'uniform':
         return {l: 1.0 / len(exits) for l in exits}
     total = float(sum(exits))
@@ -553,6 +557,12 @@ def cmd_train(args):
     train_elapsed = resume_state.get('train_elapsed', 0.0) if resume_state else 0.0
     if resume_state and resume_state.get('budget_s'):
         budget_s = resume_state['budget_s'] if not args.time_budget_min else budget_s
+    if resume_state and args.schedule_restart:
+        # A new phase on the trained weights: a fresh warmup + cosine schedule over --time-budget-min from this
+        # point (optimizer moments are kept). Later --resume calls continue this schedule (it is checkpointed).
+        if not args.time_budget_min:
+            raise SystemExit('--schedule-restart needs --time-budget-min (the new phase\'s length)')
+        train_elapsed = 0.0
     n_params = sum(p.numel() for p in model.parameters())
     with open(os.path.join(run_dir, 'config.json'), 'w') as f:
         json.dump(cfg, f, indent=2)
@@ -605,9 +615,14 @@ def cmd_train(args):
         final_logits = model.head(final).reshape(-1, cfg['vocab_size'])
         ce_final = F.cross_entropy(final_logits, flat_tgt)
         loss = ce_final
-        ws = exit_weights(exits, args.exit_weights) if exits else {}
+        ws = exit_weights(exits, args.exit_weights, args.exit_focus, args.exit_focus_weight) if exits else {}
         # Self-distillation target: the full model's own next-token distribution, not trained through the exits.
-        teacher = F.softmax(final_logits.detach(), dim=-1) if args.ee_distill > 0 else None
+        teacher = None
+        if args.ee_distill > 0:
+            teacher = F.softmax(final_logits, dim=-1)
+            # --teacher-grad s lets a fraction s of the distillation gradient reach the full model (its
+            # distribution moves toward what the exits can predict); s = 0 is plain self-distillation.
+            teacher = teacher.detach() + args.teacher_grad * (teacher - teacher.detach()) if args.teacher_grad else teacher.detach()
         if exits and args.exit_token_frac < 1.0:
             # Early-exit CE on a random subset of positions (same for every exit): the head costs ~0.7 of a
             # layer per token, so this trains every exit every step for a fraction of the compute.
@@ -877,6 +892,12 @@ def main(argv=None):
     tp.add_argument('--stop-at-step', type=int, default=0,
                     help='checkpoint and stop at this step without changing the schedule (tests resume)')
     tp.add_argument('--resume', action='store_true', help='continue from runs/<name>/ckpt-latest.pt')
+    tp.add_argument('--schedule-restart', action='store_true',
+                    help='with --resume: start a new warmup + cosine schedule (--lr, --time-budget-min or --steps)')
+    tp.add_argument('--teacher-grad', type=float, default=0.0,
+                    help='fraction of the distillation gradient that reaches the full model (0: detached teacher)')
+    tp.add_argument('--exit-focus', type=int, default=0, help='draft exit that gets --exit-focus-weight of the exit loss')
+    tp.add_argument('--exit-focus-weight', type=float, default=0.0)
     tp.set_defaults(fn=cmd_train)
 
     ep = sub.add_parser('export', help='write an HF model directory from a run checkpoint')

@@ -157,7 +157,7 @@ export function promptFlag(values: ParsedFlags['values'], positionals: string[],
 /** Flags shared by the model commands. */
 export const COMMON_FLAGS: readonly FlagSpec[] = [
   { name: 'model', type: 'string', value: 'DIR', default: DEFAULT_MODEL_DIR, help: 'model directory (config.json + weights [+ tokenizer.json])' },
-  { name: 'threads', type: 'string', value: 'N', default: 'all cores', help: 'ONNX Runtime intra-op threads per session' },
+  { name: 'threads', type: 'string', value: 'N', default: '1 per 16 MiB of weights', help: 'ONNX Runtime intra-op threads per session' },
   { name: 'json', type: 'boolean', help: 'print exactly one JSON document on stdout' },
   { name: 'help', type: 'boolean', short: 'h', help: 'show this help' },
 ];

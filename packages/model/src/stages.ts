@@ -121,7 +121,7 @@ export class Stage {
   /**
    * Runs `input` (token ids for stages starting at layer 0, else hidden rows [n, d]) at the positions
    * following the cache, appends the new K/V rows of this stage's layers to `cache`, and returns the
-   * hidden state and exit logits for rows logitsStart..n−1.
+   * hidden state and exit logits for rows logitsStart..n−1 (none when logitsStart = n).
    */
   async run(cache: KvCache, input: ArrayLike<number> | Float32Array, logitsStart = 0): Promise<StageResult> {
     const { from, to } = this.spec;
@@ -159,8 +159,10 @@ export class Stage {
     }
     const numExits = this.spec.exits?.length ?? 0;
     if (numExits) {
-      if (!Number.isInteger(logitsStart) || logitsStart < 0 || logitsStart >= n) {
-        throw new OptionsError('STAGE_INPUT', `logitsStart ${logitsStart} must lie in 0..${n - 1}`);
+      // logitsStart = n asks for no logits rows: the exit heads then cost nothing (the drafter feeds its last
+      // draft this way instead of keeping a second, head-less session with a copy of the same layers).
+      if (!Number.isInteger(logitsStart) || logitsStart < 0 || logitsStart > n) {
+        throw new OptionsError('STAGE_INPUT', `logitsStart ${logitsStart} must lie in 0..${n}`);
       }
       this.startBuffer[0] = BigInt(logitsStart);
       feeds.logits_start = new ort.Tensor('int64', this.startBuffer, [1]);

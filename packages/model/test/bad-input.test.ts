@@ -8,7 +8,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CheckpointError, ConfigError, OptionsError, TokenizerError, openSafetensors, writeSafetensors, type Tensor } from '@mexit/core';
-import { ModelRuntime } from '@mexit/model';
+import { ModelRuntime, defaultThreads } from '@mexit/model';
 
 const golden = (name: string) => fileURLToPath(new URL(`../../../fixtures/goldens/${name}`, import.meta.url));
 
@@ -144,13 +144,30 @@ describe('bad runtime requests', () => {
     await rt.dispose();
   });
 
-  it('prompt beyond max_position_embeddings, empty input and out-of-vocabulary ids', async () => {
+  it('prompt beyond max_position_embeddings, empty input, out-of-vocabulary ids, logitsStart beyond the input', async () => {
     const rt = await ModelRuntime.load(golden('gpt2-tiny'), { threads: 1 });
     const stage = await rt.stage({ from: 0, to: 4, exits: [{ layer: 4 }] });
     const tooLong = Array.from({ length: 129 }, (_, i) => i % 512);
     await expect(stage.run(rt.createCache(), tooLong)).rejects.toMatchObject({ code: 'CONTEXT_OVERFLOW' });
     await expect(stage.run(rt.createCache(), [])).rejects.toMatchObject({ code: 'STAGE_INPUT' });
     await expect(stage.run(rt.createCache(), [1, 512])).rejects.toMatchObject({ code: 'TOKEN_ID_RANGE' });
+    await expect(stage.run(rt.createCache(), [1, 2], 3)).rejects.toMatchObject({ code: 'STAGE_INPUT' });
+    await expect(stage.run(rt.createCache(), [1, 2], -1)).rejects.toMatchObject({ code: 'STAGE_INPUT' });
+    await rt.dispose();
+  });
+});
+
+describe('runtime options', () => {
+  it('threads: a positive integer, or by default one per 16 MiB of F32 weights within the core count', async () => {
+    await expect(ModelRuntime.load(golden('gpt2-tiny'), { threads: 0 })).rejects.toMatchObject({ code: 'RUNTIME_OPTIONS' });
+    await expect(ModelRuntime.load(golden('gpt2-tiny'), { threads: 1.5 })).rejects.toMatchObject({ code: 'RUNTIME_OPTIONS' });
+    const MiB = 2 ** 20;
+    expect(defaultThreads(200 * 1024, 16)).toBe(1); // a golden model: far below one thread's share
+    expect(defaultThreads(36 * MiB, 2)).toBe(2); // the bundled model on 2 cores
+    expect(defaultThreads(36 * MiB, 1)).toBe(1);
+    expect(defaultThreads(1024 * MiB, 8)).toBe(8);
+    const rt = await ModelRuntime.load(golden('gpt2-tiny'));
+    expect(rt.options).toMatchObject({ threads: 1, spinning: true, prepacking: true });
     await rt.dispose();
   });
 });

@@ -11,19 +11,19 @@ export class Drafter {
   private readonly single = [0];
 
   private constructor(
-    /** [0, E) with the exit head: one call per draft token. */
+    /**
+     * [0, E) with the exit head: one call per draft token. It also feeds the last draft (whose own
+     * prediction is never needed) with no logits rows, so layers [0, E) live in one session only: a second
+     * head-less session would hold a copy of them, and the copies evict each other from the CPU cache
+     * (measured 0.4 ms per round on the bundled model).
+     */
     private readonly draftStage: Stage,
-    /** [0, E) without a head: feeds the last draft, whose own prediction is never needed. */
-    private readonly feedStage: Stage,
     private readonly vocabSize: number,
   ) {}
 
   static async create(runtime: ModelRuntime, exitLayer: number, exitHead: ExitHeadKind): Promise<Drafter> {
-    const [draftStage, feedStage] = await Promise.all([
-      runtime.stage({ from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }] }),
-      runtime.stage({ from: 0, to: exitLayer }),
-    ]);
-    return new Drafter(draftStage, feedStage, runtime.config.vocabSize);
+    const draftStage = await runtime.stage({ from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }] });
+    return new Drafter(draftStage, runtime.config.vocabSize);
   }
 
   private probsBuffer(i: number): Float32Array {
@@ -59,7 +59,7 @@ export class Drafter {
       if (unsure || state.isEos(token)) break;
     }
     const t = now();
-    const out = await this.feedStage.run(state.cache, input);
+    const out = await this.draftStage.run(state.cache, input, input.length);
     state.times.draft += now() - t;
     exitHiddens.push(out.hidden);
     return drafts;
