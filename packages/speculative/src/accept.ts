@@ -8,16 +8,16 @@ import type { Rng } from '@mexit/core';
 /**
  * Greedy acceptance: the length n of the longest prefix with `draftTokens[i] === targetTokens[i]`.
  *
- * `targetTokens[i]` is the target's greedy token at draft position i, so it has one more entry than
- * `draftTokens` (the last one is the bonus token). The emitted block is `draftTokens[0..n)` followed by
- * `targetTokens[n]` (the correction at the first mismatch, or the bonus when every draft token matched).
+ * `targetTokens[i]` is the target's greedy token at draft position i: one per draft, plus optionally the
+ * bonus token after the last draft. The emitted block is `draftTokens[0..n)` followed by `targetTokens[n]`
+ * (the correction at the first mismatch, or the bonus when every draft token matched and it exists).
  */
 export function acceptGreedy(draftTokens: ArrayLike<number>, targetTokens: ArrayLike<number>): number {
   const draftLength = draftTokens.length;
-  if (targetTokens.length < draftLength + 1) {
+  if (targetTokens.length < draftLength) {
     throw new MexitError(
       'SHAPE_MISMATCH',
-      `acceptGreedy: ${draftLength} draft tokens need ${draftLength + 1} target tokens (one per draft position plus the bonus), got ${targetTokens.length}`,
+      `acceptGreedy: ${draftLength} draft tokens need at least ${draftLength} target tokens (one per draft position, optionally the bonus), got ${targetTokens.length}`,
     );
   }
   let accepted = 0;
@@ -31,15 +31,20 @@ export interface SampledAcceptanceArgs {
   draftTokens: ArrayLike<number>;
   /** q_i: exactly the (warped, normalised) distribution each draft token was sampled from. */
   draftProbs: readonly Float32Array[];
-  /** p_0..p_d: the target's distributions, warped by the same warper as q; p_d is the bonus distribution. */
+  /**
+   * p_0..p_{d−1}: the target's distributions, warped by the same warper as q, optionally followed by p_d, the
+   * bonus distribution. Without p_d a fully accepted round emits no further token (`nextToken` null).
+   */
   targetProbs: readonly Float32Array[];
   rng: Rng;
+  /** Whether targetProbs[d] (the bonus distribution) is there to use. Default: targetProbs.length > d. */
+  bonus?: boolean;
 }
 
-/** Outcome of one round: `draftTokens[0..accepted)` are kept and `nextToken` is emitted after them. */
+/** Outcome of one round: `draftTokens[0..accepted)` are kept and `nextToken` (if any) is emitted after them. */
 export interface SampledAcceptance {
   accepted: number;
-  nextToken: number;
+  nextToken: number | null;
 }
 
 /**
@@ -68,7 +73,8 @@ export class SpeculativeSampler {
    * probability min(1, p_i(x)/q_i(x))). If q_i(x) == 0 (x could not have come from q_i: a caller bug or an
    * underflow) the token is rejected. At the first rejection the next token is sampled from
    * normalise(max(p_i − q_i, 0)); if that residual has no mass (p_i == q_i) it is sampled from p_i. If all d
-   * tokens are accepted the bonus token is sampled from p_d.
+   * tokens are accepted the bonus token is sampled from p_d (when given; else there is no next token: the
+   * caller continues from the last draft, which is still exact — the round simply ends one token earlier).
    *
    * RNG stream, fixed for reproducibility: one `nextFloat()` per examined draft position (always drawn,
    * even when q_i(x) == 0), then exactly one `sampleCategorical` call for the emitted token.
@@ -76,10 +82,11 @@ export class SpeculativeSampler {
   acceptSampled(args: SampledAcceptanceArgs): SampledAcceptance {
     const { draftTokens, draftProbs, targetProbs, rng } = args;
     const draftLength = draftTokens.length;
-    if (draftProbs.length < draftLength || targetProbs.length < draftLength + 1) {
+    const bonus = args.bonus ?? targetProbs.length > draftLength;
+    if (draftProbs.length < draftLength || targetProbs.length < draftLength + (bonus ? 1 : 0)) {
       throw new MexitError(
         'SHAPE_MISMATCH',
-        `acceptSampled: ${draftLength} draft tokens need ${draftLength} draft distributions and ${draftLength + 1} target distributions, got ${draftProbs.length} and ${targetProbs.length}`,
+        `acceptSampled: ${draftLength} draft tokens need ${draftLength} draft distributions and ${draftLength + (bonus ? 1 : 0)} target distributions, got ${draftProbs.length} and ${targetProbs.length}`,
       );
     }
     for (let i = 0; i < draftLength; i++) {
@@ -97,9 +104,9 @@ export class SpeculativeSampler {
       if (qx > 0 && u < p[token] / qx) continue;
       return { accepted: i, nextToken: this.sampleResidual(p, q, rng) };
     }
-    const bonus = targetProbs[draftLength];
-    this.checkDistribution(bonus, 'targetProbs', draftLength);
-    return { accepted: draftLength, nextToken: sampleCategorical(bonus, rng) };
+    if (!bonus) return { accepted: draftLength, nextToken: null };
+    this.checkDistribution(targetProbs[draftLength], 'targetProbs', draftLength);
+    return { accepted: draftLength, nextToken: sampleCategorical(targetProbs[draftLength], rng) };
   }
 
   /**

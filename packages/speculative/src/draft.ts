@@ -34,9 +34,10 @@ export class Drafter {
   /**
    * Feeds `pending` through [0, E) and drafts up to `maxDrafts` tokens, pushing each onto the history
    * (the caller truncates it after acceptance). Stops early on EOS or when the draft's probability falls
-   * below `confidenceThreshold`. On return `exitHiddens` holds the rows pending + drafts, all fed.
+   * below `confidenceThreshold`. On return `exitHiddens` holds the rows pending + drafts, all fed, or with
+   * `feedLast` false pending + all drafts but the last (which is never fed when there is at least one).
    */
-  async draft(state: DecodeState, pending: number[], maxDrafts: number, confidenceThreshold: number, exitHiddens: RowBuffer): Promise<number[]> {
+  async draft(state: DecodeState, pending: number[], maxDrafts: number, confidenceThreshold: number, exitHiddens: RowBuffer, feedLast = true): Promise<number[]> {
     exitHiddens.reset();
     const drafts: number[] = [];
     let input: number[] = pending;
@@ -58,6 +59,7 @@ export class Drafter {
       input = this.single;
       if (unsure || state.isEos(token)) break;
     }
+    if (!feedLast && drafts.length > 0) return drafts;
     const t = now();
     const out = await this.draftStage.run(state.cache, input, input.length);
     state.times.draft += now() - t;

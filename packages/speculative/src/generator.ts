@@ -221,7 +221,7 @@ export class SelfSpeculativeGenerator {
         rounds++;
         if (block.drafted !== undefined) {
           drafted += block.drafted;
-          accepted += block.tokens.length - 1;
+          accepted += block.accepted ?? block.tokens.length - 1;
           criticalPasses += block.drafted * o.exitLayer + L;
         }
         for (let i = 0; i < block.tokens.length && !stopReason; i++) {
@@ -296,18 +296,21 @@ async function* selfSpeculative(state: DecodeState, drafter: Drafter, verifier: 
     const committed = state.history.length;
     const cachedRows = state.cache.length(0);
     const maxDrafts = Math.min(numSpeculations, state.remaining() - 1);
-    const drafts = await drafter.draft(state, pending, maxDrafts, o.draftConfidenceThreshold, exitHiddens);
-    const logits = await verifier.verify(state, exitHiddens, drafts.length);
-    const { accepted, next } = verifier.accept(state, drafts, logits, drafter.draftProbs, committed);
+    const drafts = await drafter.draft(state, pending, maxDrafts, o.draftConfidenceThreshold, exitHiddens, o.bonusToken);
+    // Without the bonus row the last draft is not fed yet: it becomes the next round's pending input if accepted.
+    const bonus = o.bonusToken || drafts.length === 0;
+    const fedDrafts = bonus ? drafts.length : drafts.length - 1;
+    const logits = await verifier.verify(state, exitHiddens, fedDrafts + 1);
+    const { accepted, next } = verifier.accept(state, drafts, logits, drafter.draftProbs, committed, bonus);
     state.history.truncate(committed);
-    state.cache.truncate(cachedRows + pending.length + accepted);
+    state.cache.truncate(cachedRows + pending.length + Math.min(accepted, fedDrafts));
     if (o.adaptiveDraftLength) {
       numSpeculations = accepted === drafts.length ? Math.min(numSpeculations + 1, o.numSpeculations) : Math.max(1, numSpeculations - 1);
     }
     const tokens = drafts.slice(0, accepted);
-    tokens.push(next);
+    if (next !== null) tokens.push(next);
     const fromDraft = tokens.map((_, i) => i < accepted);
-    yield { tokens, fromDraft, drafted: drafts.length };
-    pending = [next];
+    yield { tokens, fromDraft, drafted: drafts.length, accepted };
+    pending = [next ?? drafts[drafts.length - 1]];
   }
 }

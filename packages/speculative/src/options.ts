@@ -38,6 +38,13 @@ export interface GenerateOptions {
   draftConfidenceThreshold?: number;
   /** Adapt the draft length between rounds (+1 after full acceptance, −1 after a rejection). Default false. */
   adaptiveDraftLength?: boolean;
+  /**
+   * Feed the last draft of a round too and verify one more row, so a fully accepted round also emits the full
+   * model's next token (the "bonus"). Default true. false: the last draft instead waits as the next round's
+   * first input, which saves one draft-stage call and one verify row in every round with a rejection but
+   * needs more rounds (same tokens; measured equal speed on the bundled model, 1.46× vs 1.43× at E = 3, d = 4).
+   */
+  bonusToken?: boolean;
   /** Cancels generation; the promise rejects with AbortError and the generator stays usable. */
   signal?: AbortSignal;
   /** Encode text prompts with the tokenizer's special tokens (e.g. BOS). Default true (false for chat). */
@@ -75,6 +82,7 @@ export interface ResolvedOptions {
   eosTokenIds: Set<number>;
   draftConfidenceThreshold: number;
   adaptiveDraftLength: boolean;
+  bonusToken: boolean;
   signal?: AbortSignal;
   contrast?: { upper: number | 'original'; lower: number; alpha: number; minimumCandidates: number; fn?: ContrastFunction };
   calm?: { threshold: number; measure: ConfidenceMeasure; minExitLayer: number; exitInterval: number; decay: number };
@@ -144,6 +152,7 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
     eosTokenIds: new Set(eos),
     draftConfidenceThreshold,
     adaptiveDraftLength: options.adaptiveDraftLength ?? false,
+    bonusToken: options.bonusToken ?? true,
     signal: options.signal,
   };
 

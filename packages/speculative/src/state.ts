@@ -110,6 +110,8 @@ export interface TokenBlock {
   fromDraft: boolean[];
   /** Drafted tokens examined in this round (self-spec), for acceptance statistics. */
   drafted?: number;
+  /** Of those, how many the full model accepted (self-spec). */
+  accepted?: number;
   /** Layers run for each token (CALM). */
   exitLayers?: number[];
 }

@@ -21,10 +21,13 @@ export class Verifier {
     return new Verifier(await runtime.stage({ from: exitLayer, to: L, exits: [{ layer: L }] }), runtime.config.vocabSize);
   }
 
-  /** Full-model logits [(numDrafts + 1), vocab] for the positions after the pending token and each draft. */
-  async verify(state: DecodeState, exitHiddens: RowBuffer, numDrafts: number): Promise<Float32Array> {
+  /**
+   * Full-model logits [rows, vocab] for the last `rows` fed positions: the pending token and each fed draft
+   * (rows = drafts + 1 when the last draft was fed, else drafts).
+   */
+  async verify(state: DecodeState, exitHiddens: RowBuffer, rows: number): Promise<Float32Array> {
     const t = now();
-    const out = await this.stage.run(state.cache, exitHiddens.view(), exitHiddens.rows - (numDrafts + 1));
+    const out = await this.stage.run(state.cache, exitHiddens.view(), exitHiddens.rows - rows);
     state.times.verify += now() - t;
     return out.logits[0];
   }
@@ -32,26 +35,27 @@ export class Verifier {
   /**
    * Applies the acceptance rule. `committed` is the history length before the drafts (the history holds
    * the drafts after it). Greedy: longest prefix matching the target's choices, then the target's token.
-   * Sampling: min(1, p/q) acceptance with the residual, p warped exactly like q.
+   * Sampling: min(1, p/q) acceptance with the residual, p warped exactly like q. `bonus`: the logits have a
+   * row after the last draft; without it a fully accepted round has no next token (`next` null).
    */
-  accept(state: DecodeState, drafts: number[], logits: Float32Array, draftProbs: Float32Array[], committed: number): { accepted: number; next: number } {
+  accept(state: DecodeState, drafts: number[], logits: Float32Array, draftProbs: Float32Array[], committed: number, bonus = true): { accepted: number; next: number | null } {
     const t = now();
     const V = this.vocabSize;
-    const rows = drafts.length + 1;
-    let result: { accepted: number; next: number };
+    const rows = drafts.length + (bonus ? 1 : 0);
+    let result: { accepted: number; next: number | null };
     if (!state.picker.doSample) {
       if (this.targets.length < rows) this.targets = new Int32Array(rows * 2);
       for (let i = 0; i < rows; i++) {
         this.targets[i] = state.picker.warper.greedy(logits.subarray(i * V, (i + 1) * V), state.history.view(committed + i));
       }
       const accepted = acceptGreedy(drafts, this.targets);
-      result = { accepted, next: this.targets[accepted] };
+      result = { accepted, next: accepted < rows ? this.targets[accepted] : null };
     } else {
       while (this.targetProbs.length < rows) this.targetProbs.push(new Float32Array(V));
       for (let i = 0; i < rows; i++) {
         state.picker.warper.probs(logits.subarray(i * V, (i + 1) * V), state.history.view(committed + i), this.targetProbs[i]);
       }
-      const r = this.sampler.acceptSampled({ draftTokens: drafts, draftProbs, targetProbs: this.targetProbs, rng: state.picker.rng });
+      const r = this.sampler.acceptSampled({ draftTokens: drafts, draftProbs, targetProbs: this.targetProbs, rng: state.picker.rng, bonus });
       result = { accepted: r.accepted, next: r.nextToken };
     }
     state.times.sampling += now() - t;

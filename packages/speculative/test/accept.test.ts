@@ -191,9 +191,11 @@ describe('acceptGreedy', () => {
     expect(acceptGreedy([], [4])).toBe(0);
   });
 
-  it('needs one target token per draft position plus the bonus', () => {
+  it('needs one target token per draft position (the bonus is optional)', () => {
+    expect(acceptGreedy([5, 6, 7], [5, 6, 7])).toBe(3); // no bonus: the caller emits no extra token
+    expect(acceptGreedy([5, 6, 7], [5, 6, 1])).toBe(2);
     try {
-      acceptGreedy([1, 2, 3], [1, 2, 3]);
+      acceptGreedy([1, 2, 3], [1, 2]);
       expect.unreachable();
     } catch (error) {
       expect(error).toBeInstanceOf(MexitError);
@@ -266,6 +268,23 @@ describe('SpeculativeSampler.acceptSampled (deterministic cases)', () => {
     });
     expect(result).toEqual({ accepted: 3, nextToken: 1 });
     expect(rng.draws).toBe(4); // d acceptance uniforms + 1 for the bonus
+  });
+
+  it('without the bonus distribution: all accepted → no next token; a rejection still samples the residual', () => {
+    const sampler = new SpeculativeSampler(4);
+    const p = f32([0.1, 0.2, 0.3, 0.4]);
+    const q = f32([0.4, 0.3, 0.2, 0.1]);
+    let rng = scriptedRng([0.999, 0.999]);
+    expect(sampler.acceptSampled({ draftTokens: [3, 2], draftProbs: [p, p], targetProbs: [p, p], rng })).toEqual({ accepted: 2, nextToken: null });
+    expect(rng.draws).toBe(2); // nothing drawn for a bonus
+    // Same arrays with a spare entry, bonus explicitly off (the verifier reuses longer buffers).
+    rng = scriptedRng([0.999, 0.999]);
+    expect(sampler.acceptSampled({ draftTokens: [3, 2], draftProbs: [p, p], targetProbs: [p, p, p], rng, bonus: false })).toEqual({ accepted: 2, nextToken: null });
+    // Token 0 with p/q = 0.25: u = 0.5 rejects; residual max(p − q, 0) = [0, 0, 0.1, 0.3] → u 0.2 of 0.4 → token 2.
+    rng = scriptedRng([0.5, 0.2]);
+    expect(sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p, p], rng })).toEqual({ accepted: 0, nextToken: 2 });
+    expect(() => sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p], rng: scriptedRng([0.1]) })).toThrow(/2 target distributions/);
+    expect(() => sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p, p], rng: scriptedRng([0.1]), bonus: true })).toThrow(/3 target distributions/);
   });
 
   it('draws one uniform per examined position, then one for the emitted token', () => {
@@ -343,7 +362,8 @@ describe('SpeculativeSampler.acceptSampled (deterministic cases)', () => {
       return 'no error';
     };
     expect(code({})).toBe('no error');
-    expect(code({ targetProbs: [p] })).toBe('SHAPE_MISMATCH');
+    expect(code({ targetProbs: [] })).toBe('SHAPE_MISMATCH');
+    expect(code({ targetProbs: [p], bonus: true })).toBe('SHAPE_MISMATCH');
     expect(code({ draftProbs: [] })).toBe('SHAPE_MISMATCH');
     expect(code({ draftProbs: [f32([0.5, 0.5])] })).toBe('SHAPE_MISMATCH');
     expect(code({ targetProbs: [p, f32([1])] })).toBe('SHAPE_MISMATCH');

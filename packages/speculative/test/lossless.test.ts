@@ -166,6 +166,7 @@ for (const mc of MODEL_CASES) {
             repetitionPenalty,
             draftConfidenceThreshold: rand.float() < 0.25 ? 0.02 + 0.3 * rand.float() : 0,
             adaptiveDraftLength: rand.float() < 0.3,
+            bonusToken: rand.float() < 0.5,
           };
           const spec = await gen.generate(prompt, options);
           cases++;

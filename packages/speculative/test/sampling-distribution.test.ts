@@ -167,6 +167,20 @@ describe('self-spec sampling has the ar distribution (gpt2-tiny, first two token
     expect(ar.fromDraft).toBe(0);
   });
 
+  it('without the bonus row (bonusToken false), d = 2 and d = 1: χ² does not reject', async () => {
+    const ar = await arHotSample();
+    const noBonus = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3, bonusToken: false }, 6_000_000);
+    // d = 1: after an accepted draft the round ends, and the second token comes from the next round, which
+    // starts from that draft.
+    const single = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 1, maxNewTokens: 3, bonusToken: false }, 7_000_000);
+    for (const spec of [noBonus, single]) {
+      const result = chiSquareHomogeneity(ar.counts, spec.counts);
+      expect(result.df).toBeGreaterThanOrEqual(20);
+      expect(result.pValue, JSON.stringify(result)).toBeGreaterThan(P_THRESHOLD);
+      expect(spec.fromDraft).toBeGreaterThan(2000);
+    }
+  });
+
   it('negative control: lossy early-exit sampling (E = 2) vs ar is rejected by the same test', async () => {
     const early = await firstTwoTokens(gens, { ...hot, mode: 'early-exit', exitLayer: 2, maxNewTokens: 2 }, 3_000_000);
     const result = chiSquareHomogeneity((await arHotSample()).counts, early.counts);
