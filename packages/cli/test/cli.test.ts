@@ -198,14 +198,14 @@ describe('mexit generate', () => {
       '--model', GPT2, '--prompt-ids', '1,2', '--exit-head', '2', '--num-speculations', '5', '--max-new-tokens', '7',
       '--do-sample', '--temperature', '0.7', '--top-k', '40', '--top-p', '0.9', '--min-p', '0.05', '--repetition-penalty', '1.2',
       '--seed', '9', '--stop', 'a', '--stop', 'b', '--eos-ids', '3,4', '--draft-threshold', '0.3', '--adaptive-draft',
-      '--no-bonus-token',
+      '--no-bonus-token', '--draft-quantization', 'int8',
     ]);
     if (req === 'help') throw new Error('unexpected help');
     expect(req.prompt).toEqual([1, 2]);
     expect(req.options).toEqual({
       exitLayer: 2, exitHead: 'layer-specific', numSpeculations: 5, maxNewTokens: 7, doSample: true, temperature: 0.7, topK: 40,
       topP: 0.9, minP: 0.05, repetitionPenalty: 1.2, seed: 9, stop: ['a', 'b'], eosTokenIds: [3, 4], draftConfidenceThreshold: 0.3,
-      adaptiveDraftLength: true, bonusToken: false,
+      adaptiveDraftLength: true, bonusToken: false, draftQuantization: 'int8',
     });
     const calm = parseGenerateArgs(['--model', GPT2, 'Once', 'upon', '--chat', '--system', 'be brief', '--mode', 'calm', '--calm-threshold', '0.8', '--calm-confidence', 'top-gap', '--calm-min-exit-layer', '2', '--calm-exit-interval', '1', '--exit-head', 'shared']);
     if (calm === 'help') throw new Error('unexpected help');

@@ -9,7 +9,7 @@
  */
 import ort from 'onnxruntime-node';
 import { CacheError, OptionsError, type KvCache } from '@mexit/core';
-import { GraphBuilder } from './onnx/builder.js';
+import { GraphBuilder, type LinearQuantization } from './onnx/builder.js';
 import { OnnxType } from './onnx/encoder.js';
 import { createStageContext, type Architecture, type WeightSource } from './arch/common.js';
 import { buildExit, exitKey, type ExitSpec } from './exits.js';
@@ -22,11 +22,16 @@ export interface StageSpec {
   exits?: ExitSpec[];
   /** K/V-only stage: writes the layers' K/V computed from the input hidden, runs no attention/MLP. */
   propagate?: boolean;
+  /**
+   * Block-quantized linear layers (MatMulNBits, int8 activations): an approximation of the model, for drafts
+   * only. Its K/V rows must not enter a cache that exact stages read.
+   */
+  quantize?: LinearQuantization;
 }
 
 export function stageKey(spec: StageSpec): string {
   const exits = (spec.exits ?? []).map(exitKey).join(',');
-  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}`;
+  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}${spec.quantize ? `:${spec.quantize}` : ''}`;
 }
 
 export interface StageResult {
@@ -44,7 +49,7 @@ export function buildStageGraph(
   w: WeightSource,
   spec: StageSpec,
 ): { bytes: Uint8Array; weightBytes: number; externalData: { path: string; data: Uint8Array }[] } {
-  const g = new GraphBuilder(stageKey(spec));
+  const g = new GraphBuilder(stageKey(spec), spec.quantize);
   const { hiddenSize: d, numKvHeads, headDim } = cfg;
   const embeds = spec.from === 0 && !spec.propagate;
   const input = embeds ? g.input('ids', OnnxType.INT64, ['n']) : g.input('hidden', OnnxType.FLOAT, ['n', d]);
@@ -99,6 +104,9 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
     }
   }
   if (spec.propagate && spec.exits?.length) throw new OptionsError('STAGE_EXIT', 'propagate stages have no exits');
+  if (spec.quantize !== undefined && spec.quantize !== 'int8' && spec.quantize !== 'int4') {
+    throw new OptionsError('STAGE_QUANTIZE', `quantize must be 'int8' or 'int4', got ${JSON.stringify(spec.quantize)}`);
+  }
 }
 
 /** One compiled stage with reusable input buffers. */

@@ -1,14 +1,23 @@
 /**
- * Draft stage: layers [0, E) + the exit head, one token at a time. Every fed row's exit hidden state
- * (output of block E) is kept so the verify stage can start at layer E without recomputing early layers.
+ * Draft stage: layers [0, E) + the exit head, one token at a time.
+ *
+ * Shared cache (the default, LayerSkip): the draft runs the model's exact layers [0, E) against the
+ * generation's KV cache and keeps every fed row's exit hidden state (output of block E), so the verify
+ * stage starts at layer E without recomputing early layers.
+ *
+ * Quantized draft: the draft runs block-quantized copies of layers [0, E) on a KV cache of its own (their
+ * K/V are approximations and must not reach the exact cache); it catches up on committed tokens itself,
+ * and the verifier runs the full model.
  */
-import type { ExitHeadKind, ModelRuntime, Stage } from '@mexit/model';
+import type { KvCache } from '@mexit/core';
+import type { ExitHeadKind, LinearQuantization, ModelRuntime, Stage } from '@mexit/model';
 import { now, type DecodeState, type RowBuffer } from './state.js';
 
 export class Drafter {
   /** q_i: the distribution draft i was sampled from (sampling mode only). */
   readonly draftProbs: Float32Array[] = [];
   private readonly single = [0];
+  private catchUp: number[] = [];
 
   private constructor(
     /**
@@ -19,11 +28,18 @@ export class Drafter {
      */
     private readonly draftStage: Stage,
     private readonly vocabSize: number,
+    /** Quantized drafts only: the draft layers' own cache, row i = history token i. */
+    private readonly ownCache: KvCache | null,
   ) {}
 
-  static async create(runtime: ModelRuntime, exitLayer: number, exitHead: ExitHeadKind): Promise<Drafter> {
-    const draftStage = await runtime.stage({ from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }] });
-    return new Drafter(draftStage, runtime.config.vocabSize);
+  static async create(runtime: ModelRuntime, exitLayer: number, exitHead: ExitHeadKind, quantize?: LinearQuantization): Promise<Drafter> {
+    const draftStage = await runtime.stage({ from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }], quantize });
+    return new Drafter(draftStage, runtime.config.vocabSize, quantize ? runtime.createCache() : null);
+  }
+
+  /** True when drafts come from quantized layers on their own cache (the verifier must run all layers). */
+  get ownsCache(): boolean {
+    return this.ownCache !== null;
   }
 
   private probsBuffer(i: number): Float32Array {
@@ -36,14 +52,26 @@ export class Drafter {
    * (the caller truncates it after acceptance). Stops early on EOS or when the draft's probability falls
    * below `confidenceThreshold`. On return `exitHiddens` holds the rows pending + drafts, all fed, or with
    * `feedLast` false pending + all drafts but the last (which is never fed when there is at least one).
+   * With its own cache the drafter ignores `pending` and feeds the committed tokens its cache lacks.
    */
   async draft(state: DecodeState, pending: number[], maxDrafts: number, confidenceThreshold: number, exitHiddens: RowBuffer, feedLast = true): Promise<number[]> {
     exitHiddens.reset();
+    const cache = this.ownCache ?? state.cache;
+    if (this.ownCache) {
+      // Committed tokens not yet in the draft cache: usually the last round's last accepted draft and the
+      // verifier's token. The last draft is never fed (the verifier runs the full model over it).
+      const history = state.history.view();
+      this.catchUp.length = 0;
+      for (let i = this.ownCache.length(0); i < history.length; i++) this.catchUp.push(history[i]);
+      pending = this.catchUp;
+      feedLast = false;
+      if (maxDrafts === 0) return [];
+    }
     const drafts: number[] = [];
     let input: number[] = pending;
     for (let i = 0; i < maxDrafts; i++) {
       let t = now();
-      const out = await this.draftStage.run(state.cache, input, input.length - 1);
+      const out = await this.draftStage.run(cache, input, input.length - 1);
       state.times.draft += now() - t;
       exitHiddens.push(out.hidden);
 
@@ -61,9 +89,19 @@ export class Drafter {
     }
     if (!feedLast && drafts.length > 0) return drafts;
     const t = now();
-    const out = await this.draftStage.run(state.cache, input, input.length);
+    const out = await this.draftStage.run(cache, input, input.length);
     state.times.draft += now() - t;
     exitHiddens.push(out.hidden);
     return drafts;
+  }
+
+  /** Quantized drafts: drops the draft cache's rows beyond the `committed` history tokens (rejected drafts). */
+  rollback(committed: number): void {
+    if (this.ownCache && this.ownCache.length(0) > committed) this.ownCache.truncate(committed);
+  }
+
+  /** Clears the own cache between generations. */
+  reset(): void {
+    this.ownCache?.reset();
   }
 }

@@ -159,7 +159,11 @@ export class SelfSpeculativeGenerator {
       case 'early-exit':
         return stepwise(state, await rt.stage({ from: 0, to: o.exitLayer, exits: [{ layer: o.exitLayer, head: o.exitHead }] }), true);
       case 'self-spec': {
-        const [drafter, verifier] = await Promise.all([Drafter.create(rt, o.exitLayer, o.exitHead), Verifier.create(rt, o.exitLayer)]);
+        const quantize = o.draftQuantization === 'none' ? undefined : o.draftQuantization;
+        const [drafter, verifier] = await Promise.all([
+          Drafter.create(rt, o.exitLayer, o.exitHead, quantize),
+          Verifier.create(rt, quantize ? 0 : o.exitLayer),
+        ]);
         return selfSpeculative(state, drafter, verifier, o, rt.config.hiddenSize);
       }
       case 'acd': {
@@ -298,12 +302,16 @@ async function* selfSpeculative(state: DecodeState, drafter: Drafter, verifier: 
     const maxDrafts = Math.min(numSpeculations, state.remaining() - 1);
     const drafts = await drafter.draft(state, pending, maxDrafts, o.draftConfidenceThreshold, exitHiddens, o.bonusToken);
     // Without the bonus row the last draft is not fed yet: it becomes the next round's pending input if accepted.
-    const bonus = o.bonusToken || drafts.length === 0;
+    // Quantized drafts: the verifier feeds every draft through the full model, so the bonus row is always there.
+    const bonus = o.bonusToken || drafts.length === 0 || drafter.ownsCache;
     const fedDrafts = bonus ? drafts.length : drafts.length - 1;
-    const logits = await verifier.verify(state, exitHiddens, fedDrafts + 1);
+    const logits = drafter.ownsCache
+      ? await verifier.verifyIds(state, pending, drafts)
+      : await verifier.verify(state, exitHiddens, fedDrafts + 1);
     const { accepted, next } = verifier.accept(state, drafts, logits, drafter.draftProbs, committed, bonus);
     state.history.truncate(committed);
     state.cache.truncate(cachedRows + pending.length + Math.min(accepted, fedDrafts));
+    drafter.rollback(committed + accepted);
     if (o.adaptiveDraftLength) {
       numSpeculations = accepted === drafts.length ? Math.min(numSpeculations + 1, o.numSpeculations) : Math.max(1, numSpeculations - 1);
     }

@@ -1,7 +1,8 @@
 /**
  * Verify stage: layers [E, L) + the model's head, once over all rows the draft fed (pending token and
- * drafts), from their stored exit hiddens, against the same KV cache. Then the acceptance rule decides
- * how many drafts the full model agrees with.
+ * drafts), from their stored exit hiddens, against the same KV cache. With quantized drafts (which never
+ * touch this cache) it is the full model [0, L) over the pending token and the draft ids instead. Then the
+ * acceptance rule decides how many drafts the full model agrees with.
  */
 import type { ModelRuntime, Stage } from '@mexit/model';
 import { acceptGreedy, SpeculativeSampler } from './accept.js';
@@ -11,14 +12,27 @@ export class Verifier {
   private readonly sampler: SpeculativeSampler;
   private readonly targetProbs: Float32Array[] = [];
   private targets = new Int32Array(16);
+  private readonly ids: number[] = [];
 
   private constructor(private readonly stage: Stage, private readonly vocabSize: number) {
     this.sampler = new SpeculativeSampler(vocabSize);
   }
 
-  static async create(runtime: ModelRuntime, exitLayer: number): Promise<Verifier> {
+  /** `fromLayer`: E (verify from the drafts' exit hiddens) or 0 (full model over ids, for quantized drafts). */
+  static async create(runtime: ModelRuntime, fromLayer: number): Promise<Verifier> {
     const L = runtime.numLayers;
-    return new Verifier(await runtime.stage({ from: exitLayer, to: L, exits: [{ layer: L }] }), runtime.config.vocabSize);
+    return new Verifier(await runtime.stage({ from: fromLayer, to: L, exits: [{ layer: L }] }), runtime.config.vocabSize);
+  }
+
+  /** Full model over `pending` + `drafts` (ids): logits [drafts + 1, vocab] after the last pending token. */
+  async verifyIds(state: DecodeState, pending: readonly number[], drafts: readonly number[]): Promise<Float32Array> {
+    const t = now();
+    this.ids.length = 0;
+    for (const id of pending) this.ids.push(id);
+    for (const id of drafts) this.ids.push(id);
+    const out = await this.stage.run(state.cache, this.ids, pending.length - 1);
+    state.times.verify += now() - t;
+    return out.logits[0];
   }
 
   /**

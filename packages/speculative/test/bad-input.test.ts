@@ -119,6 +119,7 @@ describe('bad generation options on gpt2-tiny (L = 4, vocab 512, 128 positions)'
     await expectOptionsError(gen, PROMPT, { mode: 'beam' as never }, 'INVALID_OPTION', /mode/);
     await expectOptionsError(gen, PROMPT, { draftConfidenceThreshold: 1 }, 'INVALID_OPTION', /draftConfidenceThreshold/);
     await expectOptionsError(gen, PROMPT, { draftConfidenceThreshold: -0.1 }, 'INVALID_OPTION', /draftConfidenceThreshold/);
+    await expectOptionsError(gen, PROMPT, { draftQuantization: 'int3' as 'int4' }, 'INVALID_OPTION', /draftQuantization.*'int8'/);
     await expectOptionsError(gen, PROMPT, { eosTokenIds: [-1] }, 'INVALID_OPTION', /eosTokenIds/);
     await expectOptionsError(gen, PROMPT, { seed: 0.5 }, 'INVALID_OPTION', /seed/);
     await expectOptionsError(gen, PROMPT, { seed: -1 }, 'INVALID_OPTION', /seed/);

@@ -167,6 +167,7 @@ for (const mc of MODEL_CASES) {
             draftConfidenceThreshold: rand.float() < 0.25 ? 0.02 + 0.3 * rand.float() : 0,
             adaptiveDraftLength: rand.float() < 0.3,
             bonusToken: rand.float() < 0.5,
+            draftQuantization: (['none', 'none', 'int8', 'int4'] as const)[rand.int(0, 3)],
           };
           const spec = await gen.generate(prompt, options);
           cases++;

@@ -181,6 +181,15 @@ describe('self-spec sampling has the ar distribution (gpt2-tiny, first two token
     }
   });
 
+  it('quantized drafts (own cache, full-model verify; on GPT-2 the int4 part is the head): χ² does not reject', async () => {
+    const ar = await arHotSample();
+    const spec = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3, draftQuantization: 'int4' }, 8_000_000);
+    const result = chiSquareHomogeneity(ar.counts, spec.counts);
+    expect(result.df).toBeGreaterThanOrEqual(20);
+    expect(result.pValue, JSON.stringify(result)).toBeGreaterThan(P_THRESHOLD);
+    expect(spec.fromDraft).toBeGreaterThan(2000);
+  });
+
   it('negative control: lossy early-exit sampling (E = 2) vs ar is rejected by the same test', async () => {
     const early = await firstTwoTokens(gens, { ...hot, mode: 'early-exit', exitLayer: 2, maxNewTokens: 2 }, 3_000_000);
     const result = chiSquareHomogeneity((await arHotSample()).counts, early.counts);

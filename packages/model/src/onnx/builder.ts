@@ -29,6 +29,42 @@ function bytesOf(data: Float32Array | BigInt64Array | Int32Array | Uint8Array): 
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/** Weight quantization of a graph's linear layers (MatMulNBits, com.microsoft): 8 or 4 bits. */
+export type LinearQuantization = 'int8' | 'int4';
+
+/** Weights are quantized in blocks of this many input features, one F32 scale per block. */
+export const QUANT_BLOCK = 32;
+
+/**
+ * Symmetric block quantization of an [N, K] weight in MatMulNBits layout: q = round(w / s) + 2^(bits−1)
+ * per block of QUANT_BLOCK values along K, s = absmax / (2^(bits−1) − 1); 4-bit values are packed two per
+ * byte, low nibble first. No zero-point tensor: the op's default is 2^(bits−1).
+ */
+export function quantizeBlocks(w: Float32Array, N: number, K: number, bits: 4 | 8): { data: Uint8Array; scales: Float32Array } {
+  const blocks = K / QUANT_BLOCK;
+  const blob = (QUANT_BLOCK * bits) / 8;
+  const data = new Uint8Array(N * blocks * blob);
+  const scales = new Float32Array(N * blocks);
+  const zero = 1 << (bits - 1);
+  const qmax = (1 << bits) - 1;
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < blocks; b++) {
+      const base = n * K + b * QUANT_BLOCK;
+      let absmax = 0;
+      for (let i = 0; i < QUANT_BLOCK; i++) absmax = Math.max(absmax, Math.abs(w[base + i]));
+      const scale = absmax > 0 ? absmax / (zero - 1) : 1;
+      scales[n * blocks + b] = scale;
+      const out = (n * blocks + b) * blob;
+      for (let i = 0; i < QUANT_BLOCK; i++) {
+        const q = Math.min(qmax, Math.max(0, Math.round(w[base + i] / scale) + zero));
+        if (bits === 8) data[out + i] = q;
+        else data[out + (i >> 1)] |= i & 1 ? q << 4 : q;
+      }
+    }
+  }
+  return { data, scales };
+}
+
 export class GraphBuilder {
   private readonly nodes: NodeProtoData[] = [];
   private readonly initializers: TensorProtoData[] = [];
@@ -37,6 +73,9 @@ export class GraphBuilder {
   private readonly constCache = new Map<string, string>();
   private readonly initializerNames = new Set<string>();
   private counter = 0;
+  /** F32 data of the weights added so far, for linear layers that quantize them. */
+  private readonly weightData = new Map<string, { data: Float32Array; dims: readonly number[] }>();
+  private usesMicrosoftOps = false;
   /** Bytes of weights used by this graph (for memory reports). */
   weightBytes = 0;
   /**
@@ -45,7 +84,8 @@ export class GraphBuilder {
    */
   readonly externalData: { path: string; data: Uint8Array }[] = [];
 
-  constructor(private readonly graphName: string) {}
+  /** `quantize`: linear layers (`linearT`) read block-quantized copies of their weights (MatMulNBits). */
+  constructor(private readonly graphName: string, private readonly quantize?: LinearQuantization) {}
 
   private fresh(hint: string): string {
     return `${hint}_${this.counter++}`;
@@ -66,12 +106,17 @@ export class GraphBuilder {
   weight(name: string, data: Float32Array, dims: readonly number[]): string {
     if (!this.initializerNames.has(name)) {
       this.initializerNames.add(name);
-      const location = `w${this.externalData.length}.bin`;
-      this.externalData.push({ path: location, data: bytesOf(data) });
-      this.initializers.push({ name, elemType: OnnxType.FLOAT, dims, external: { location, offset: 0, length: data.byteLength } });
-      this.weightBytes += data.byteLength;
+      this.weightData.set(name, { data, dims });
     }
     return name;
+  }
+
+  /** Initializers go in at toBytes() time, only those some node reads (a quantized layer reads its copy). */
+  private materialize(name: string, elemType: OnnxElemType, data: Float32Array | Uint8Array, dims: readonly number[]): void {
+    const location = `w${this.externalData.length}.bin`;
+    this.externalData.push({ path: location, data: bytesOf(data) });
+    this.initializers.push({ name, elemType, dims, external: { location, offset: 0, length: data.byteLength } });
+    this.weightBytes += data.byteLength;
   }
 
   hasWeight(name: string): boolean {
@@ -127,9 +172,36 @@ export class GraphBuilder {
   cos(a: string): string { return this.op('Cos', [a]); }
   sin(a: string): string { return this.op('Sin', [a]); }
   matmul(a: string, b: string): string { return this.op('MatMul', [a, b]); }
-  /** y = a · bᵀ (+ c): for [out, in] weights stored as in nn.Linear, without a transposed copy. */
+  /**
+   * y = a · bᵀ (+ c): for [out, in] weights stored as in nn.Linear, without a transposed copy. In a quantized
+   * graph a weight whose input width is a multiple of QUANT_BLOCK is read as a block-quantized copy.
+   */
   linearT(a: string, weightT: string, bias?: string): string {
-    return this.op('Gemm', bias ? [a, weightT, bias] : [a, weightT], { transB: attr.int(1) }, 'linear');
+    const w = this.quantize ? this.weightData.get(weightT) : undefined;
+    if (!w || w.dims.length !== 2 || w.dims[1] % QUANT_BLOCK !== 0) {
+      return this.op('Gemm', bias ? [a, weightT, bias] : [a, weightT], { transB: attr.int(1) }, 'linear');
+    }
+    const [N, K] = w.dims;
+    const bits = this.quantize === 'int4' ? 4 : 8;
+    const qName = `${weightT}.q${bits}`;
+    if (!this.initializerNames.has(qName)) {
+      this.initializerNames.add(qName);
+      const { data, scales } = quantizeBlocks(w.data, N, K, bits);
+      this.materialize(qName, OnnxType.UINT8, data, [N, K / QUANT_BLOCK, (QUANT_BLOCK * bits) / 8]);
+      this.materialize(`${qName}.scales`, OnnxType.FLOAT, scales, [N * (K / QUANT_BLOCK)]);
+    }
+    this.usesMicrosoftOps = true;
+    const out = this.fresh('qlinear');
+    this.nodes.push({
+      opType: 'MatMulNBits',
+      domain: 'com.microsoft',
+      inputs: bias ? [a, qName, `${qName}.scales`, '', '', bias] : [a, qName, `${qName}.scales`],
+      outputs: [out],
+      name: this.fresh('MatMulNBits'),
+      // accuracy_level 4: int8 activations (VNNI kernels); the draft tolerates it, exactness is the verifier's job.
+      attributes: { K: attr.int(K), N: attr.int(N), bits: attr.int(bits), block_size: attr.int(QUANT_BLOCK), accuracy_level: attr.int(4) },
+    });
+    return out;
   }
   gather(data: string, indices: string, axis = 0): string { return this.op('Gather', [data, indices], { axis: attr.int(axis) }); }
   reshape(a: string, shape: readonly number[]): string { return this.op('Reshape', [a, this.constI64(shape)]); }
@@ -160,9 +232,14 @@ export class GraphBuilder {
   }
 
   toBytes(): Uint8Array {
+    const read = new Set(this.nodes.flatMap((n) => n.inputs));
+    for (const [name, w] of this.weightData) {
+      if (read.has(name)) this.materialize(name, OnnxType.FLOAT, w.data, w.dims);
+    }
+    this.weightData.clear();
     return encodeModel({
       irVersion: IR_VERSION,
-      opsets: [{ domain: '', version: OPSET }],
+      opsets: this.usesMicrosoftOps ? [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }] : [{ domain: '', version: OPSET }],
       graphName: this.graphName,
       nodes: this.nodes,
       initializers: this.initializers,
