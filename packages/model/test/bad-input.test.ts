@@ -141,6 +141,7 @@ describe('bad runtime requests', () => {
     expect((err as OptionsError).code).toBe('EXIT_NOT_IN_CHECKPOINT');
     expect((err as Error).message).toContain('2, 4');
     expect(() => rt.stage({ from: 0, to: 4, exits: [{ layer: 3, head: 'cast' }] })).toThrow(/cast/);
+    expect(() => rt.stage({ from: 0, to: 2, quantize: 'int3' as 'int4' })).toThrow(expect.objectContaining({ code: 'STAGE_QUANTIZE' }));
     await rt.dispose();
   });
 

@@ -208,3 +208,34 @@ for (const mc of MODEL_CASES) {
     });
   });
 }
+
+describe('bundled model (tinystories-ee): exact and quantized drafts', () => {
+  const dir = fileURLToPath(new URL('../../../fixtures/models/tinystories-ee', import.meta.url));
+  let gen: SelfSpeculativeGenerator;
+  beforeAll(async () => {
+    gen = await SelfSpeculativeGenerator.fromPretrained(dir, { threads: 1 });
+  });
+  afterAll(async () => {
+    await gen.dispose();
+  });
+
+  it('int8 drafts keep the ids of ar and accept about as many drafts as exact ones (their cache is rolled back)', async () => {
+    const prompts = ['Once upon a time', 'Tom had a red ball.', 'The sun was hot and the kids went to the lake.'];
+    let exact = 0;
+    let quantized = 0;
+    for (const text of prompts) {
+      const prompt = gen.encodePrompt(text);
+      const options: GenerateOptions = { maxNewTokens: 48, eosTokenIds: [], exitLayer: 3, numSpeculations: 4 };
+      const ar = await gen.generate(prompt, { ...options, mode: 'ar' });
+      const spec = await gen.generate(prompt, { ...options, mode: 'self-spec' });
+      const int8 = await gen.generate(prompt, { ...options, mode: 'self-spec', draftQuantization: 'int8' });
+      expect(spec.ids).toEqual(ar.ids);
+      expect(int8.ids).toEqual(ar.ids);
+      exact += spec.stats.accepted;
+      quantized += int8.stats.accepted;
+    }
+    // A draft cache that kept rejected drafts' rows would draft from a wrong context and accept far fewer.
+    expect(exact).toBeGreaterThan(40);
+    expect(quantized).toBeGreaterThan(0.85 * exact);
+  });
+});
