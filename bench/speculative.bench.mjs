@@ -198,6 +198,25 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
     knobs.push({ d, threshold, adaptive: adaptive ? 'on' : 'off', ...s, check: s.idsMatch ? 'ok' : '**MISMATCH**' });
     log(`threshold=${threshold} adaptive=${adaptive}: speedup ${s.speedup.toFixed(2)}×, acceptance ${(s.acceptance * 100).toFixed(1)}%`);
   }
+  // ---- draft variants: quantized draft layers (own cache, full-model verify) and no bonus row
+  const variants = [];
+  const variantExits = quick ? [best.E] : [...new Set([Math.max(1, best.E - 1), best.E, best.E + 1, Math.floor(L / 2)])].filter((e) => e >= 1 && e < L);
+  const variantDs = quick ? [best.d] : [...new Set([3, 4, best.d, 6])];
+  const variantConfigs = [];
+  for (const E of variantExits) for (const d of variantDs) variantConfigs.push({ E, d, quantization: 'int8', bonus: true });
+  variantConfigs.push({ E: best.E, d: best.d, quantization: 'int4', bonus: true }, { E: best.E, d: best.d, quantization: 'none', bonus: false });
+  for (const v of variantConfigs) {
+    const s = await paired(`self-spec E=${v.E} d=${v.d} draft ${v.quantization}${v.bonus ? '' : ' no bonus'}`, {
+      mode: 'self-spec',
+      exitLayer: v.E,
+      numSpeculations: v.d,
+      draftQuantization: v.quantization,
+      bonusToken: v.bonus,
+    }, true);
+    variants.push({ ...v, bonus: v.bonus ? 'on' : 'off', ...s, check: s.idsMatch ? 'ok' : '**MISMATCH**' });
+    log(`E=${v.E} d=${v.d} draft ${v.quantization} bonus ${v.bonus}: speedup ${s.speedup.toFixed(2)}×, acceptance ${(s.acceptance * 100).toFixed(1)}%`);
+  }
+  const bestVariant = variants.filter((v) => v.idsMatch).reduce((a, b) => (a && a.speedup >= b.speedup ? a : b), undefined);
   await generator.dispose();
 
   // ---- report
@@ -306,6 +325,24 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
       ],
       rows: knobs.map(withRange),
     },
+    {
+      id: 'draftVariants',
+      title: 'Draft variants: quantized draft layers (int8 / int4, own cache, full-model verify) and no bonus row',
+      notes: [
+        'quantization: `draftQuantization` — layers [0,E) and the exit head as MatMulNBits blocks (32 weights per F32 scale, int8 activations) on a ' +
+          'KV cache of their own; the verify pass then runs all L layers over the pending token and the drafts (verify ms includes layers [0,E)). ' +
+          'bonus off: `bonusToken: false`, the last draft is not fed and waits as the next round\'s input.' +
+          (bestVariant ? ` Best here: **E = ${bestVariant.E}, d = ${bestVariant.d}, ${bestVariant.quantization}, bonus ${bestVariant.bonus}: ${bestVariant.speedup.toFixed(2)}×**.` : ''),
+      ],
+      columns: [
+        { key: 'E', label: 'E', fmt: 'int' },
+        { key: 'd', label: 'd', fmt: 'int' },
+        { key: 'quantization', label: 'draft weights' },
+        { key: 'bonus', label: 'bonus' },
+        ...gridColumns.slice(2),
+      ],
+      rows: variants.map(withRange),
+    },
   ];
 
   const bestKnob = knobs.filter((k) => k.idsMatch).reduce((a, b) => (a && a.speedup >= b.speedup ? a : b), undefined);
@@ -330,6 +367,16 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
         tokensPerSecond: best.tokensPerSecond,
         acceptance: best.acceptance,
         tokensPerRound: best.tokensPerRound,
+      },
+      bestDraftVariant: bestVariant && {
+        exitLayer: bestVariant.E,
+        numSpeculations: bestVariant.d,
+        draftQuantization: bestVariant.quantization,
+        bonusToken: bestVariant.bonus === 'on',
+        speedup: bestVariant.speedup,
+        tokensPerSecond: bestVariant.tokensPerSecond,
+        acceptance: bestVariant.acceptance,
+        tokensPerRound: bestVariant.tokensPerRound,
       },
       bestDraftControls: bestKnob && { d: bestKnob.d, threshold: bestKnob.threshold, adaptive: bestKnob.adaptive, speedup: bestKnob.speedup, acceptance: bestKnob.acceptance },
       idsMismatches: mismatches.length,

@@ -1,6 +1,6 @@
 /**
  * A stage is one ORT session over a contiguous layer range [from, to) of one model:
- *   inputs   ids [n] (from = 0) or hidden [n, d]; past_k_l / past_v_l [P, kvHeads, headDim] per layer
+ *   inputs   ids [n] (from = 0) or hidden [n, d]; past_k_l / past_v_l [1, P, kvHeads·headDim] per layer
  *            (zero-copy views of the KvCache); logits_start [1] when the stage has exits
  *   outputs  hidden_out [n, d] (raw residual after block `to`); logits_i [n − logits_start, vocab] per
  *            exit; new_k_l / new_v_l [1, n, kvHeads·headDim] — only the new rows, appended to the cache.
@@ -56,13 +56,13 @@ export function buildStageGraph(
   const pasts: { k: string; v: string }[] = [];
   for (let l = spec.from; l < spec.to; l++) {
     pasts.push({
-      k: g.input(`past_k_${l}`, OnnxType.FLOAT, ['past', numKvHeads, headDim]),
-      v: g.input(`past_v_${l}`, OnnxType.FLOAT, ['past', numKvHeads, headDim]),
+      k: g.input(`past_k_${l}`, OnnxType.FLOAT, [1, 'past', numKvHeads * headDim]),
+      v: g.input(`past_v_${l}`, OnnxType.FLOAT, [1, 'past', numKvHeads * headDim]),
     });
   }
   const exits = spec.exits ?? [];
   const logitsStart = exits.length ? g.input('logits_start', OnnxType.INT64, [1]) : '';
-  const pastLength = pasts.length ? g.slice(g.shape(pasts[0].k), 0, 0, 1) : g.constI64([0]);
+  const pastLength = pasts.length ? g.slice(g.shape(pasts[0].k), 0, 1, 2) : g.constI64([0]);
   const numNew = g.slice(g.shape(input), 0, 0, 1);
   const ctx = createStageContext(g, cfg, w, pastLength, numNew);
 
@@ -162,8 +162,9 @@ export class Stage {
     }
     for (let l = from; l < to; l++) {
       const view = cache.view(l, past);
-      feeds[`past_k_${l}`] = new ort.Tensor('float32', view.k, [past, numKvHeads, headDim]);
-      feeds[`past_v_${l}`] = new ort.Tensor('float32', view.v, [past, numKvHeads, headDim]);
+      // The cache's token-major rows are already [1, P, kvHeads·headDim] (no Reshape node in the graph).
+      feeds[`past_k_${l}`] = new ort.Tensor('float32', view.k, [1, past, numKvHeads * headDim]);
+      feeds[`past_v_${l}`] = new ort.Tensor('float32', view.v, [1, past, numKvHeads * headDim]);
     }
     const numExits = this.spec.exits?.length ?? 0;
     if (numExits) {

@@ -117,7 +117,7 @@ export function applyRope(ctx: StageContext, x: string, numHeads: number): strin
 
 /**
  * Attention of new queries q [1, n, heads·headDim] over the cache prefix plus the new rows:
- * pastK/pastV [P, kvHeads, headDim] and newK/newV [1, n, kvHeads·headDim]. Query head h reads kv head
+ * pastK/pastV [1, P, kvHeads·headDim] and newK/newV [1, n, kvHeads·headDim]. Query head h reads kv head
  * ⌊h / groups⌋ (HF repeat_kv); opset-23 Attention does the grouping. Returns [n, heads·headDim].
  */
 export function attention(
@@ -132,8 +132,8 @@ export function attention(
 ): string {
   const { g, cfg } = ctx;
   const kvWidth = cfg.numKvHeads * cfg.headDim;
-  const keys = g.concat([g.reshape(pastK, [1, -1, kvWidth]), newK], 1);
-  const values = g.concat([g.reshape(pastV, [1, -1, kvWidth]), newV], 1);
+  const keys = g.concat([pastK, newK], 1);
+  const values = g.concat([pastV, newV], 1);
   const out = g.op('Attention', [q, keys, values, ctx.mask(layer)], {
     q_num_heads: attr.int(cfg.numHeads),
     kv_num_heads: attr.int(cfg.numKvHeads),

@@ -76,6 +76,8 @@ export class GraphBuilder {
   /** F32 data of the weights added so far, for linear layers that quantize them. */
   private readonly weightData = new Map<string, { data: Float32Array; dims: readonly number[] }>();
   private usesMicrosoftOps = false;
+  /** Values renamed to a graph output's name by output(); later references to them must use the new name. */
+  private readonly renamed = new Map<string, string>();
   /** Bytes of weights used by this graph (for memory reports). */
   weightBytes = 0;
   /**
@@ -96,9 +98,25 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Marks `value` as a graph output under `name` (through Identity when the names differ). */
+  /**
+   * Marks `value` as a graph output under `name`: the producing node's output is renamed (and its readers
+   * updated), or, for graph inputs and values already output under another name, an Identity is added.
+   */
   output(value: string, name: string, elemType: OnnxElemType, dims: (number | string)[]): void {
-    if (value !== name) this.nodes.push({ opType: 'Identity', inputs: [value], outputs: [name], name: this.fresh('out') });
+    const source = this.renamed.get(value) ?? value;
+    if (source !== name) {
+      const producer = source === value ? this.nodes.find((n) => n.outputs.includes(value)) : undefined;
+      if (producer) {
+        (producer.outputs as string[])[producer.outputs.indexOf(value)] = name;
+        for (const n of this.nodes) {
+          const inputs = n.inputs as string[];
+          for (let i = 0; i < inputs.length; i++) if (inputs[i] === value) inputs[i] = name;
+        }
+        this.renamed.set(value, name);
+      } else {
+        this.nodes.push({ opType: 'Identity', inputs: [source], outputs: [name], name: this.fresh('out') });
+      }
+    }
     this.outputs.push({ name, elemType, dims });
   }
 
@@ -147,17 +165,21 @@ export class GraphBuilder {
     return name;
   }
 
+  private resolve(inputs: string[]): string[] {
+    return this.renamed.size ? inputs.map((v) => this.renamed.get(v) ?? v) : inputs;
+  }
+
   /** Generic node with one output. */
   op(opType: string, inputs: string[], attributes?: Attrs, hint = opType.toLowerCase()): string {
     const out = this.fresh(hint);
-    this.nodes.push({ opType, inputs, outputs: [out], name: this.fresh(opType), attributes });
+    this.nodes.push({ opType, inputs: this.resolve(inputs), outputs: [out], name: this.fresh(opType), attributes });
     return out;
   }
 
   /** Generic node with several outputs. */
   opMulti(opType: string, inputs: string[], numOutputs: number, attributes?: Attrs): string[] {
     const outs = Array.from({ length: numOutputs }, () => this.fresh(opType.toLowerCase()));
-    this.nodes.push({ opType, inputs, outputs: outs, name: this.fresh(opType), attributes });
+    this.nodes.push({ opType, inputs: this.resolve(inputs), outputs: outs, name: this.fresh(opType), attributes });
     return outs;
   }
 
@@ -195,7 +217,7 @@ export class GraphBuilder {
     this.nodes.push({
       opType: 'MatMulNBits',
       domain: 'com.microsoft',
-      inputs: bias ? [a, qName, `${qName}.scales`, '', '', bias] : [a, qName, `${qName}.scales`],
+      inputs: this.resolve(bias ? [a, qName, `${qName}.scales`, '', '', bias] : [a, qName, `${qName}.scales`]),
       outputs: [out],
       name: this.fresh('MatMulNBits'),
       // accuracy_level 4: int8 activations (VNNI kernels); the draft tolerates it, exactness is the verifier's job.
