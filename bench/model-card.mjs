@@ -66,6 +66,7 @@ const generator = new SelfSpeculativeGenerator(runtime);
 const story = await generator.generate('Once upon a time', { maxNewTokens: 160 });
 const sampled = await generator.generate('Tom and Lily went to the park.', { maxNewTokens: 160, doSample: true, temperature: 0.8, topP: 0.95, seed: 7 });
 const best = spec.summary.best;
+const variant = spec.summary.bestDraftVariant;
 const m = spec.machine;
 
 const card = `# ${name}: a TinyStories early-exit model for self-speculative decoding
@@ -95,7 +96,7 @@ model on its own greedy output; at larger d every draft after the first mismatch
 ${exitRows.join('\n')}
 
 Best: **E = ${best.exitLayer}, d = ${best.numSpeculations}: ${fix(best.speedup)}× vs ar** (${fix(best.tokensPerSecond, 0)} vs ${fix(spec.summary.arTokensPerSecond, 0)} tokens/s), ${pct(best.acceptance)} of drafts accepted, ${fix(best.tokensPerRound)} tokens per round.
-
+${variant ? `\nBest draft variant (quantized draft layers on their own cache with a full-model verify, or no bonus row; still lossless): **E = ${variant.exitLayer}, d = ${variant.numSpeculations}, draft weights ${variant.draftQuantization}, bonus ${variant.bonusToken ? 'on' : 'off'}: ${fix(variant.speedup)}×** (${pct(variant.acceptance)} accepted, ${fix(variant.tokensPerRound)} tokens per round).\n` : ''}
 ${report.markdown.replace(/^# .*\n/, '').replace(/^## /gm, '### ')}
 
 ## Sample stories
