@@ -725,11 +725,25 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
         json.dump(out_cfg, f, indent=2)
     log_line(log_f, f'exit-heads on frozen {args.base}: layers {layers} steps {total_steps} lr {args.lr}')
 
-    def head_losses(inp, tgt):
+    def head_outputs(inp):
         with torch.no_grad():
             final, hs = model(inp, None, collect=set(layers))
             normed = {l: (final if l == n_layers else model.model.norm(hs[l])) for l in layers}
-        return {l: F.cross_entropy(heads[str(l)](normed[l]).reshape(-1, vocab), tgt.reshape(-1)) for l in layers}
+            final_logits = model.lm_head(final).reshape(-1, vocab)
+        return {l: heads[str(l)](normed[l]).reshape(-1, vocab) for l in layers}, final_logits
+
+    def head_losses(inp, tgt):
+        logits, final_logits = head_outputs(inp)
+        # --ee-distill β: + β·KL(p_full ‖ p_head) for heads below the last layer (self-distillation: trains the
+        # agreement with the full model that drafts need, as in the early-exit mode).
+        teacher = F.softmax(final_logits, dim=-1) if args.ee_distill > 0 else None
+        losses = {}
+        for l in layers:
+            loss = F.cross_entropy(logits[l], tgt.reshape(-1))
+            if teacher is not None and l < n_layers:
+                loss = loss + args.ee_distill * F.kl_div(F.log_softmax(logits[l], dim=-1), teacher, reduction='batchmean')
+            losses[l] = loss
+        return losses
 
     def checkpoint():
         save_checkpoint(run_dir, {'heads': heads.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
@@ -740,12 +754,17 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
         if val_ids is not None:
             n = min(args.val_windows, (len(val_ids) - 1) // seq_len)
             tot = {l: 0.0 for l in layers}
+            agree = {l: 0.0 for l in layers}
             with torch.no_grad():
                 for w in range(n):
                     x = val_ids[w * seq_len:w * seq_len + seq_len + 1][None]
-                    for l, v in head_losses(x[:, :-1], x[:, 1:]).items():
-                        tot[l] += v.item()
+                    logits, final_logits = head_outputs(x[:, :-1])
+                    target = final_logits.argmax(-1)
+                    for l in layers:
+                        tot[l] += F.cross_entropy(logits[l], x[:, 1:].reshape(-1)).item()
+                        agree[l] += (logits[l].argmax(-1) == target).float().mean().item()
             msg += ' | val ce per head ' + ' '.join(f'{l}:{tot[l] / max(1, n):.3f}' for l in layers)
+            msg += ' | agree-with-final ' + ' '.join(f'{l}:{agree[l] / max(1, n):.3f}' for l in layers)
         log_line(log_f, msg)
 
     t_start, last_ckpt = time.time(), time.time()
