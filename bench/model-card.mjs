@@ -67,6 +67,7 @@ const story = await generator.generate('Once upon a time', { maxNewTokens: 160 }
 const sampled = await generator.generate('Tom and Lily went to the park.', { maxNewTokens: 160, doSample: true, temperature: 0.8, topP: 0.95, seed: 7 });
 const best = spec.summary.best;
 const variant = spec.summary.bestDraftVariant;
+const confirmed = spec.summary.confirmed;
 const m = spec.machine;
 
 const card = `# ${name}: a TinyStories early-exit model for self-speculative decoding
@@ -95,8 +96,8 @@ model on its own greedy output; at larger d every draft after the first mismatch
 |---:|---:|---:|---:|---:|---:|
 ${exitRows.join('\n')}
 
-Best: **E = ${best.exitLayer}, d = ${best.numSpeculations}: ${fix(best.speedup)}× vs ar** (${fix(best.tokensPerSecond, 0)} vs ${fix(spec.summary.arTokensPerSecond, 0)} tokens/s), ${pct(best.acceptance)} of drafts accepted, ${fix(best.tokensPerRound)} tokens per round.
-${variant ? `\nBest draft variant (quantized draft layers on their own cache with a full-model verify, or no bonus row; still lossless): **E = ${variant.exitLayer}, d = ${variant.numSpeculations}, draft weights ${variant.draftQuantization}, bonus ${variant.bonusToken ? 'on' : 'off'}: ${fix(variant.speedup)}×** (${pct(variant.acceptance)} accepted, ${fix(variant.tokensPerRound)} tokens per round).\n` : ''}
+Best cell of the grid: **E = ${best.exitLayer}, d = ${best.numSpeculations}: ${fix(best.speedup)}× vs ar** (${fix(best.tokensPerSecond, 0)} vs ${fix(spec.summary.arTokensPerSecond, 0)} tokens/s), ${pct(best.acceptance)} of drafts accepted, ${fix(best.tokensPerRound)} tokens per round.
+${confirmed ? `\nThe best cells above are maxima of single noisy passes; the leaders re-measured together (${confirmed.passes} passes, interleaved with ar, total-time ratio): **E = ${confirmed.bestExact?.E}, d = ${confirmed.bestExact?.d}: ${fix(confirmed.bestExact?.speedup)}×** with exact drafts on the shared cache (the default mode); best of all **E = ${confirmed.best.E}, d = ${confirmed.best.d}, draft weights ${confirmed.best.quantization}: ${fix(confirmed.best.speedup)}×** (\`bench/results/${name}-speculative.md\`, "Confirmation").\n` : ''}${variant ? `\nBest draft variant in its single pass (quantized draft layers on their own cache with a full-model verify, or no bonus row; still lossless): **E = ${variant.exitLayer}, d = ${variant.numSpeculations}, draft weights ${variant.draftQuantization}, bonus ${variant.bonusToken ? 'on' : 'off'}: ${fix(variant.speedup)}×** (${pct(variant.acceptance)} accepted, ${fix(variant.tokensPerRound)} tokens per round).\n` : ''}
 ${report.markdown.replace(/^# .*\n/, '').replace(/^## /gm, '### ')}
 
 ## Sample stories
