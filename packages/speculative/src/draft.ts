@@ -99,9 +99,4 @@ export class Drafter {
   rollback(committed: number): void {
     if (this.ownCache && this.ownCache.length(0) > committed) this.ownCache.truncate(committed);
   }
-
-  /** Clears the own cache between generations. */
-  reset(): void {
-    this.ownCache?.reset();
-  }
 }
