@@ -461,6 +461,17 @@ def fmt_list(xs, nd=3):
 # Training
 
 
+def training_data(args):
+    """Sequence length, train / validation ids, the window sampler, and the step count + warmup of the schedule."""
+    seq_len = args.seq_len or PRESETS[args.preset]['seq_len']
+    train_ids = load_ids(args.train_bin)
+    val_ids = load_ids(args.val_bin) if args.val_bin else None
+    data = Windows(train_ids, seq_len, args.seed)
+    total_steps = args.steps if args.steps else max(1, int(args.epochs * data.n / args.batch_size))
+    warmup = max(1, int(args.warmup_frac * total_steps))
+    return seq_len, train_ids, val_ids, data, total_steps, warmup
+
+
 def lr_at(step, total, peak, warmup, final_frac):
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -529,12 +540,7 @@ def cmd_train(args):
         return train_exit_heads(args, run_dir, log_f, resume_state)
 
     cfg = resume_state['config'] if resume_state else make_config(args.preset, args, vocab_size, eot_id)
-    seq_len = args.seq_len or PRESETS[args.preset]['seq_len']
-    train_ids = load_ids(args.train_bin)
-    val_ids = load_ids(args.val_bin) if args.val_bin else None
-    data = Windows(train_ids, seq_len, args.seed)
-    total_steps = args.steps if args.steps else max(1, int(args.epochs * data.n / args.batch_size))
-    warmup = max(1, int(args.warmup_frac * total_steps))
+    seq_len, train_ids, val_ids, data, total_steps, warmup = training_data(args)
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -705,12 +711,7 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
                 h.weight.copy_(model.lm_head.weight)
             else:
                 nn.init.normal_(h.weight, 0.0, cfg.get('initializer_range', 0.02))
-    seq_len = args.seq_len or PRESETS[args.preset]['seq_len']
-    train_ids = load_ids(args.train_bin)
-    val_ids = load_ids(args.val_bin) if args.val_bin else None
-    data = Windows(train_ids, seq_len, args.seed)
-    total_steps = args.steps if args.steps else max(1, int(args.epochs * data.n / args.batch_size))
-    warmup = max(1, int(args.warmup_frac * total_steps))
+    seq_len, train_ids, val_ids, data, total_steps, warmup = training_data(args)
     torch.manual_seed(args.seed)
     opt = make_optimizer(list(heads.named_parameters()), args.lr, args.weight_decay, (0.9, 0.95))
     step = 0
