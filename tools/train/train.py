@@ -828,6 +828,7 @@ def cmd_export(args):
            'max_length': cfg['max_position_embeddings'],
            # Recommended self-speculative settings for the mexit engine (extra keys).
            'mexit_exit_layer': exit_layer, 'mexit_num_speculations': args.num_speculations,
+           'mexit_draft_quantization': args.draft_quantization,
            'transformers_version': '4.47.0'}
     with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:
         json.dump(gen, f, indent=2)
@@ -926,6 +927,8 @@ def main(argv=None):
     ep.add_argument('--dtype', choices=['f16', 'bf16', 'f32'], default='f16')
     ep.add_argument('--exit-layer', type=int, default=0, help='recommended draft exit E (default L/4)')
     ep.add_argument('--num-speculations', type=int, default=4, help='recommended draft length d')
+    ep.add_argument('--draft-quantization', choices=['none', 'int8', 'int4'], default='none',
+                    help='recommended storage of the draft layers (mexit draftQuantization)')
     ep.set_defaults(fn=cmd_export)
 
     args = ap.parse_args(argv)

@@ -40,6 +40,8 @@ export interface ModelConfig {
   /** Recommended self-speculative settings recorded with the model (generation_config.json). */
   recommendedExitLayer?: number;
   recommendedNumSpeculations?: number;
+  /** How the drafts' layers are stored ('none' = the model's exact weights on the shared cache). */
+  recommendedDraftQuantization?: 'none' | 'int8' | 'int4';
   /** The parsed config.json as found. */
   raw: Record<string, unknown>;
 }
@@ -249,10 +251,18 @@ export function loadModelConfig(dir: string): ModelConfig {
   let eosTokenIds = idList(gen.eos_token_id);
   if (eosTokenIds.length === 0) eosTokenIds = idList(raw.eos_token_id);
   const bos = idList(gen.bos_token_id ?? raw.bos_token_id)[0];
-  const recE = gen.mexit_exit_layer;
-  const recD = gen.mexit_num_speculations;
-  const recommendedExitLayer = typeof recE === 'number' && Number.isInteger(recE) && recE >= 1 && recE < cfg.numLayers ? recE : undefined;
-  const recommendedNumSpeculations = typeof recD === 'number' && Number.isInteger(recD) && recD >= 1 ? recD : undefined;
+  // Recorded self-speculative settings: absent keys fall back to the engine's defaults; a present but
+  // invalid one is an error (a typo must not silently change how the model decodes).
+  const recorded = (key: string, valid: (v: unknown) => boolean, expected: string): unknown => {
+    const v = gen[key];
+    if (v === undefined || v === null) return undefined;
+    if (!valid(v)) throw new ConfigError('CONFIG_FIELD', `generation_config.json field "${key}" must be ${expected}, got ${JSON.stringify(v)} in ${genPath}`);
+    return v;
+  };
+  const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+  const recommendedExitLayer = recorded('mexit_exit_layer', (v) => isInt(v) && v >= 1 && v < cfg.numLayers, `an integer in 1..${cfg.numLayers - 1}`) as number | undefined;
+  const recommendedNumSpeculations = recorded('mexit_num_speculations', (v) => isInt(v) && v >= 1, 'a positive integer') as number | undefined;
+  const recommendedDraftQuantization = recorded('mexit_draft_quantization', (v) => v === 'none' || v === 'int8' || v === 'int4', '"none", "int8" or "int4"') as ModelConfig['recommendedDraftQuantization'];
   return {
     ...cfg,
     exitHeadLayers,
@@ -260,6 +270,7 @@ export function loadModelConfig(dir: string): ModelConfig {
     bosTokenId: bos,
     recommendedExitLayer,
     recommendedNumSpeculations,
+    recommendedDraftQuantization,
     raw,
   };
 }

@@ -76,6 +76,26 @@ describe('malformed model directories', () => {
     expect(err.message).toContain('hidden_size');
   });
 
+  it('recorded self-spec settings (generation_config.json): used when valid, a typed error naming the key when not', async () => {
+    const editGen = (d: string, extra: Record<string, unknown>) => {
+      const path = join(d, 'generation_config.json');
+      writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), ...extra }));
+    };
+    const ok = await ModelRuntime.load(variant('llama2-tiny', (d) => editGen(d, { mexit_exit_layer: 1, mexit_num_speculations: 5, mexit_draft_quantization: 'int8' })), { threads: 1 });
+    expect([ok.config.recommendedExitLayer, ok.config.recommendedNumSpeculations, ok.config.recommendedDraftQuantization]).toEqual([1, 5, 'int8']);
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ mexit_draft_quantization: 'int3' }, /mexit_draft_quantization.*"none", "int8" or "int4".*"int3"/],
+      [{ mexit_exit_layer: 99 }, /mexit_exit_layer.*1\.\.\d+.*99/],
+      [{ mexit_num_speculations: 0 }, /mexit_num_speculations.*positive integer.*0/],
+    ];
+    for (const [extra, message] of bad) {
+      const err = await loadError(variant('llama2-tiny', (d) => editGen(d, extra)));
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(err.code).toBe('CONFIG_FIELD');
+      expect(err.message).toMatch(message);
+    }
+  });
+
   it('config contradictory: heads not a multiple of kv heads', async () => {
     const err = await loadError(variant('llama32-tiny', (d) => editConfig(d, (c) => (c.num_key_value_heads = 3))));
     expect(err).toBeInstanceOf(ConfigError);

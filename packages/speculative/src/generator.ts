@@ -28,6 +28,8 @@ export interface GenerationStats {
   mode: DecodingMode;
   exitLayer?: number;
   numSpeculations?: number;
+  /** Self-spec: how the draft layers ran ('none' = exact weights on the shared cache). */
+  draftQuantization?: 'none' | 'int8' | 'int4';
   promptTokens: number;
   newTokens: number;
   /** Self-spec rounds (one per committed block); equals newTokens for one-token modes. */
@@ -267,6 +269,7 @@ export class SelfSpeculativeGenerator {
       mode: o.mode,
       exitLayer: o.mode === 'self-spec' || o.mode === 'early-exit' ? o.exitLayer : undefined,
       numSpeculations: o.mode === 'self-spec' ? o.numSpeculations : undefined,
+      draftQuantization: o.mode === 'self-spec' ? o.draftQuantization : undefined,
       promptTokens: promptIds.length,
       newTokens: ids.length,
       rounds,

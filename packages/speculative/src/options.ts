@@ -50,8 +50,9 @@ export interface GenerateOptions {
   /**
    * Draft with block-quantized copies of layers [0, E) and the exit head ('int8' or 'int4', MatMulNBits),
    * on a small KV cache of their own; the verifier then runs the full model over the pending token and the
-   * drafts (exact, so the output is unchanged). Default 'none': drafts run the exact layers and share the
-   * cache with the verifier, which starts at layer E (LayerSkip). Quantized layers apply to `linear` weights
+   * drafts (exact, so the output is unchanged). 'none': drafts run the exact layers and share the cache with
+   * the verifier, which starts at layer E (LayerSkip). Default: the model's `mexit_draft_quantization`
+   * (generation_config.json), else 'none'. Quantized layers apply to `linear` weights
    * of Llama / GPT-Neo checkpoints (GPT-2's Conv1D layers stay F32).
    */
   draftQuantization?: 'none' | LinearQuantization;
@@ -150,7 +151,7 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
     throw bad('draftConfidenceThreshold', 'a number in [0, 1)', draftConfidenceThreshold);
   }
 
-  const draftQuantization = options.draftQuantization ?? 'none';
+  const draftQuantization = options.draftQuantization ?? cfg.recommendedDraftQuantization ?? 'none';
   if (!(['none', 'int8', 'int4'] as unknown[]).includes(draftQuantization)) throw bad('draftQuantization', "'none', 'int8' or 'int4'", draftQuantization);
 
   const resolved: ResolvedOptions = {

@@ -2,7 +2,7 @@
  * Bad generation input: every case must be a typed OptionsError with a stable code and a message naming the
  * offending option, raised before any model work (no stage is built, no session is run).
  */
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -190,6 +190,29 @@ describe('bad input, checked before any model work', () => {
     const missing = await rejection(() => SelfSpeculativeGenerator.fromPretrained(join(tmpdir(), 'mexit-no-such-model-dir'), { threads: 1 }));
     expect(missing).toBeInstanceOf(ConfigError);
     expect((missing as ConfigError).code).toBe('MODEL_DIR_MISSING');
+  });
+
+  it("the model's recorded E, d and draft quantization are the defaults; options override them; ids stay those of ar", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mexit-recorded-'));
+    cpSync(fixture('goldens/llama32-tiny'), dir, { recursive: true });
+    const genPath = join(dir, 'generation_config.json');
+    const recorded = { mexit_exit_layer: 2, mexit_num_speculations: 3, mexit_draft_quantization: 'int8' };
+    writeFileSync(genPath, JSON.stringify({ ...JSON.parse(readFileSync(genPath, 'utf8')), ...recorded }));
+    const gen = await SelfSpeculativeGenerator.fromPretrained(dir, { threads: 1 });
+    try {
+      const ids = [5, 17, 99, 3, 42, 8];
+      const options: GenerateOptions = { maxNewTokens: 24, eosTokenIds: [] };
+      const ar = await gen.generate(ids, { ...options, mode: 'ar' });
+      const byDefault = await gen.generate(ids, options);
+      expect([byDefault.stats.mode, byDefault.stats.exitLayer, byDefault.stats.numSpeculations, byDefault.stats.draftQuantization]).toEqual(['self-spec', 2, 3, 'int8']);
+      expect(byDefault.ids).toEqual(ar.ids);
+      const exact = await gen.generate(ids, { ...options, draftQuantization: 'none', exitLayer: 1 });
+      expect([exact.stats.exitLayer, exact.stats.numSpeculations, exact.stats.draftQuantization]).toEqual([1, 3, 'none']);
+      expect(exact.ids).toEqual(ar.ids);
+    } finally {
+      await gen.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('multi-exit checkpoint: the default exit has a layer-specific head, and an exit without one is rejected', async () => {

@@ -227,7 +227,7 @@ describe('bundled model (tinystories-ee): exact and quantized drafts', () => {
       const prompt = gen.encodePrompt(text);
       const options: GenerateOptions = { maxNewTokens: 48, eosTokenIds: [], exitLayer: 3, numSpeculations: 4 };
       const ar = await gen.generate(prompt, { ...options, mode: 'ar' });
-      const spec = await gen.generate(prompt, { ...options, mode: 'self-spec' });
+      const spec = await gen.generate(prompt, { ...options, mode: 'self-spec', draftQuantization: 'none' });
       const int8 = await gen.generate(prompt, { ...options, mode: 'self-spec', draftQuantization: 'int8' });
       expect(spec.ids).toEqual(ar.ids);
       expect(int8.ids).toEqual(ar.ids);

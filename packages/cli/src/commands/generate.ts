@@ -61,7 +61,7 @@ export const GENERATE_FLAGS: readonly FlagSpec[] = [
   { name: 'eos-ids', type: 'string', value: '1,2', default: 'generation_config.json eos_token_id', help: "end-of-sequence ids ('' for none)" },
   { name: 'draft-threshold', type: 'string', value: 'X', default: '0 (off)', help: "stop drafting when the draft token's probability is below X" },
   { name: 'adaptive-draft', type: 'boolean', help: 'adapt the draft length between rounds' },
-  { name: 'draft-quantization', type: 'string', value: 'none|int8|int4', help: 'draft with quantized layers [0, E) on their own cache (the full model verifies)' },
+  { name: 'draft-quantization', type: 'string', value: 'none|int8|int4', default: "the model's recommendation, else none", help: 'draft with quantized layers [0, E) on their own cache (the full model verifies)' },
   { name: 'no-bonus-token', type: 'boolean', help: 'leave the last draft for the next round instead of verifying the bonus position' },
   { name: 'contrast', type: 'string', value: 'U,L', help: "acd: upper exit U (or 'original') and lower exit L" },
   { name: 'alpha', type: 'string', value: 'A', default: '0.1', help: 'acd: head-set threshold' },
