@@ -69,6 +69,11 @@ const best = spec.summary.best;
 const variant = spec.summary.bestDraftVariant;
 const confirmed = spec.summary.confirmed;
 const m = spec.machine;
+const draftWeights = generation.mexit_draft_quantization ?? 'none';
+const recordedNote = draftWeights === 'none'
+  ? ' (drafts run the exact layers [0, E) on the shared KV cache, LayerSkip)'
+  : ` (drafts run ${draftWeights} block-quantized copies of layers [0, E) and the head on a small cache of their own; the full model verifies every draft, so the output is unchanged)`;
+const rec = confirmed?.recorded;
 
 const card = `# ${name}: a TinyStories early-exit model for self-speculative decoding
 
@@ -80,7 +85,7 @@ see the training line below) on TinyStories (\`../shared/data/tinystories/train.
 Saved under HF \`LlamaForCausalLM\` names, so it loads like any LayerSkip/Llama checkpoint.
 ${values.training ? `\nTraining: ${values.training}\n` : ''}
 Recommended self-speculative settings (in \`generation_config.json\`, used by \`pnpm mexit generate\` by default):
-**exit layer E = ${generation.mexit_exit_layer}, draft length d = ${generation.mexit_num_speculations}**.
+**exit layer E = ${generation.mexit_exit_layer}, draft length d = ${generation.mexit_num_speculations}, draft weights ${draftWeights}**${recordedNote}.
 
 ## Per exit (measured by the engine)
 
@@ -97,7 +102,7 @@ model on its own greedy output; at larger d every draft after the first mismatch
 ${exitRows.join('\n')}
 
 Best cell of the grid: **E = ${best.exitLayer}, d = ${best.numSpeculations}: ${fix(best.speedup)}× vs ar** (${fix(best.tokensPerSecond, 0)} vs ${fix(spec.summary.arTokensPerSecond, 0)} tokens/s), ${pct(best.acceptance)} of drafts accepted, ${fix(best.tokensPerRound)} tokens per round.
-${confirmed ? `\nThe best cells above are maxima of single noisy passes; the leaders re-measured together (${confirmed.passes} passes, interleaved with ar, total-time ratio): **E = ${confirmed.bestExact?.E}, d = ${confirmed.bestExact?.d}: ${fix(confirmed.bestExact?.speedup)}×** with exact drafts on the shared cache (the default mode); best of all **E = ${confirmed.best.E}, d = ${confirmed.best.d}, draft weights ${confirmed.best.quantization}: ${fix(confirmed.best.speedup)}×** (\`bench/results/${name}-speculative.md\`, "Confirmation").\n` : ''}${variant ? `\nBest draft variant in its single pass (quantized draft layers on their own cache with a full-model verify, or no bonus row; still lossless): **E = ${variant.exitLayer}, d = ${variant.numSpeculations}, draft weights ${variant.draftQuantization}, bonus ${variant.bonusToken ? 'on' : 'off'}: ${fix(variant.speedup)}×** (${pct(variant.acceptance)} accepted, ${fix(variant.tokensPerRound)} tokens per round).\n` : ''}
+${confirmed ? `\nThe best cells above are maxima of single noisy passes; the leaders re-measured together (${confirmed.passes} passes, interleaved with ar, total-time ratio):${rec ? ` **the recorded settings (E = ${rec.E}, d = ${rec.d}, draft weights ${rec.quantization}): ${fix(rec.speedup)}×** (${fix(rec.tokensPerSecond, 0)} vs ${fix(rec.arTokensPerSecond, 0)} tokens/s);` : ''} best of all **E = ${confirmed.best.E}, d = ${confirmed.best.d}, draft weights ${confirmed.best.quantization}: ${fix(confirmed.best.speedup)}×**; best with exact drafts on the shared cache (LayerSkip) **E = ${confirmed.bestExact?.E}, d = ${confirmed.bestExact?.d}: ${fix(confirmed.bestExact?.speedup)}×** (\`bench/results/${name}-speculative.md\`, "Confirmation").\n` : ''}${variant ? `\nBest draft variant in its single pass (quantized draft layers on their own cache with a full-model verify, or no bonus row; still lossless): **E = ${variant.exitLayer}, d = ${variant.numSpeculations}, draft weights ${variant.draftQuantization}, bonus ${variant.bonusToken ? 'on' : 'off'}: ${fix(variant.speedup)}×** (${pct(variant.acceptance)} accepted, ${fix(variant.tokensPerRound)} tokens per round).\n` : ''}
 ${report.markdown.replace(/^# .*\n/, '').replace(/^## /gm, '### ')}
 
 ## Sample stories
@@ -115,7 +120,7 @@ Sampled (temperature 0.8, top-p 0.95, seed 7), prompt "Tom and Lily went to the 
 ## Use
 
 \`\`\`sh
-pnpm mexit generate "Once upon a time"                # self-spec at E = ${generation.mexit_exit_layer}, d = ${generation.mexit_num_speculations}
+pnpm mexit generate "Once upon a time"                # self-spec at E = ${generation.mexit_exit_layer}, d = ${generation.mexit_num_speculations}, draft weights ${draftWeights}
 pnpm mexit generate --mode ar "Once upon a time"      # the full model, for comparison
 pnpm mexit eval                                       # regenerates the evaluation tables
 \`\`\`

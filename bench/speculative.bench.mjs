@@ -13,7 +13,7 @@ import path from 'node:path';
 import { Rng } from '../packages/core/dist/index.js';
 import { SelfSpeculativeGenerator, resolveOptions } from '../packages/speculative/dist/index.js';
 
-const D_GRID = [1, 2, 3, 4, 6, 8];
+const D_GRID = [1, 2, 3, 4, 5, 6, 8];
 
 /** Repository-relative path when inside the repository, else absolute. */
 const displayPath = (dir) => {
@@ -201,7 +201,7 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
   // ---- draft variants: quantized draft layers (own cache, full-model verify) and no bonus row
   const variants = [];
   const variantExits = quick ? [best.E] : [...new Set([Math.max(1, best.E - 1), best.E, best.E + 1, Math.floor(L / 2)])].filter((e) => e >= 1 && e < L);
-  const variantDs = quick ? [best.d] : [...new Set([3, 4, best.d, 6])];
+  const variantDs = quick ? [best.d] : [...new Set([3, 4, 5, best.d, 6, 8])].sort((a, b) => a - b);
   const variantConfigs = [];
   for (const E of variantExits) for (const d of variantDs) variantConfigs.push({ E, d, quantization: 'int8', bonus: true });
   variantConfigs.push({ E: best.E, d: best.d, quantization: 'int4', bonus: true }, { E: best.E, d: best.d, quantization: 'none', bonus: false });
@@ -226,6 +226,15 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
     ...byRank(grid).slice(0, quick ? 1 : 3).map((g) => ({ E: g.E, d: g.d, quantization: 'none', bonus: 'on', firstPass: g.speedup })),
     ...byRank(variants).slice(0, quick ? 1 : 2).map((v) => ({ E: v.E, d: v.d, quantization: v.quantization, bonus: v.bonus, firstPass: v.speedup })),
   ];
+  // The model's recorded settings (generation_config.json) are always confirmed: they are what users get.
+  const recorded = cfg.recommendedExitLayer && cfg.recommendedNumSpeculations
+    ? { E: cfg.recommendedExitLayer, d: cfg.recommendedNumSpeculations, quantization: cfg.recommendedDraftQuantization ?? 'none', bonus: 'on' }
+    : undefined;
+  if (recorded) {
+    const same = (c) => c.E === recorded.E && c.d === recorded.d && c.quantization === recorded.quantization && c.bonus === recorded.bonus;
+    const firstPass = [...grid.map((g) => ({ ...g, quantization: 'none', bonus: 'on' })), ...variants].find((r) => same(r))?.speedup;
+    if (!leaders.some(same)) leaders.push({ ...recorded, firstPass });
+  }
   const optionsOf = (c) => ({ mode: 'self-spec', exitLayer: c.E, numSpeculations: c.d, draftQuantization: c.quantization, bonusToken: c.bonus === 'on' });
   const passes = quick ? 1 : 3;
   const totals = [{ ms: 0, tokens: 0 }, ...leaders.map(() => ({ ms: 0, tokens: 0 }))];
@@ -252,8 +261,9 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
     arTokensPerSecond: arRate * 1000,
     speedup: totals[i + 1].tokens / totals[i + 1].ms / arRate,
   }));
-  for (const c of confirmed) log(`confirmed E=${c.E} d=${c.d} ${c.quantization} bonus ${c.bonus}: ${c.speedup.toFixed(2)}× (first pass ${c.firstPass.toFixed(2)}×)`);
+  for (const c of confirmed) log(`confirmed E=${c.E} d=${c.d} ${c.quantization} bonus ${c.bonus}: ${c.speedup.toFixed(2)}× (first pass ${c.firstPass === undefined ? "–" : c.firstPass.toFixed(2) + "×"})`);
   const bestConfirmed = confirmed.reduce((a, b) => (b.speedup > a.speedup ? b : a));
+  const recordedConfirmed = recorded && confirmed.find((c) => c.E === recorded.E && c.d === recorded.d && c.quantization === recorded.quantization && c.bonus === recorded.bonus);
   const exactConfirmed = confirmed.filter((c) => c.quantization === 'none' && c.bonus === 'on');
   const bestExactConfirmed = exactConfirmed.length ? exactConfirmed.reduce((a, b) => (b.speedup > a.speedup ? b : a)) : undefined;
   await generator.dispose();
@@ -389,7 +399,8 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
         'The best cells above are maxima of noisy single passes. Here the top grid cells and the top draft variants run again, in turn with ar ' +
           'on every prompt (the first to run rotates); speedup = total ar time ÷ total configuration time for the same number of tokens. ' +
           `Best: **E = ${bestConfirmed.E}, d = ${bestConfirmed.d}, draft weights ${bestConfirmed.quantization}, bonus ${bestConfirmed.bonus}: ${bestConfirmed.speedup.toFixed(2)}×**` +
-          (bestExactConfirmed ? `; best with exact drafts on the shared cache (the default mode): **E = ${bestExactConfirmed.E}, d = ${bestExactConfirmed.d}: ${bestExactConfirmed.speedup.toFixed(2)}×**.` : '.'),
+          (bestExactConfirmed ? `; best with exact drafts on the shared cache (LayerSkip): **E = ${bestExactConfirmed.E}, d = ${bestExactConfirmed.d}: ${bestExactConfirmed.speedup.toFixed(2)}×**` : '') +
+          (recordedConfirmed ? `; the model's recorded settings (the default): **E = ${recordedConfirmed.E}, d = ${recordedConfirmed.d}, draft weights ${recordedConfirmed.quantization}: ${recordedConfirmed.speedup.toFixed(2)}×**.` : '.'),
       ],
       columns: [
         { key: 'E', label: 'E', fmt: 'int' },
@@ -428,7 +439,7 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
         acceptance: best.acceptance,
         tokensPerRound: best.tokensPerRound,
       },
-      confirmed: { best: bestConfirmed, bestExact: bestExactConfirmed, passes },
+      confirmed: { best: bestConfirmed, bestExact: bestExactConfirmed, recorded: recordedConfirmed, passes },
       bestDraftVariant: bestVariant && {
         exitLayer: bestVariant.E,
         numSpeculations: bestVariant.d,
