@@ -204,7 +204,15 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
   const variantDs = quick ? [best.d] : [...new Set([3, 4, 5, best.d, 6, 8])].sort((a, b) => a - b);
   const variantConfigs = [];
   for (const E of variantExits) for (const d of variantDs) variantConfigs.push({ E, d, quantization: 'int8', bonus: true });
-  variantConfigs.push({ E: best.E, d: best.d, quantization: 'int4', bonus: true }, { E: best.E, d: best.d, quantization: 'none', bonus: false });
+  // int4 halves the draft weights again at a small cost in acceptance, so it may pay at a deeper exit.
+  const int4Cells = quick ? [[best.E, best.d]] : [[best.E, best.d], [best.E, 6], [best.E + 1, best.d], [best.E + 1, 6]];
+  const int4Seen = new Set();
+  for (const [E, d] of int4Cells) {
+    if (E >= L || int4Seen.has(`${E},${d}`)) continue;
+    int4Seen.add(`${E},${d}`);
+    variantConfigs.push({ E, d, quantization: 'int4', bonus: true });
+  }
+  variantConfigs.push({ E: best.E, d: best.d, quantization: 'none', bonus: false });
   for (const v of variantConfigs) {
     const s = await paired(`self-spec E=${v.E} d=${v.d} draft ${v.quantization}${v.bonus ? '' : ' no bonus'}`, {
       mode: 'self-spec',
