@@ -90,7 +90,8 @@ export function statsLine(stats: GenerationStats, details: ModeDetails): string 
   const parts = [`${stats.newTokens} token${stats.newTokens === 1 ? '' : 's'}`, `${formatRate(stats.tokensPerSecond)} tok/s`];
   let mode = `mode ${stats.mode}`;
   const head = details.exitHead && details.exitHead !== 'shared' ? ` (${details.exitHead} head)` : '';
-  if (stats.mode === 'self-spec') mode += ` E=${stats.exitLayer} d=${stats.numSpeculations}${head}`;
+  const quantized = stats.draftQuantization && stats.draftQuantization !== 'none' ? ` ${stats.draftQuantization} drafts` : '';
+  if (stats.mode === 'self-spec') mode += ` E=${stats.exitLayer} d=${stats.numSpeculations}${head}${quantized}`;
   else if (stats.mode === 'early-exit') mode += ` E=${stats.exitLayer}${head}`;
   else if (stats.mode === 'acd' && details.contrast) mode += ` ${details.contrast.upper},${details.contrast.lower}${head}`;
   parts.push(mode);

@@ -220,6 +220,9 @@ describe('mexit generate', () => {
     expect(plain.stdout.trim().split(/\s+/).map(Number)).toEqual(greedy0.slice(0, 12));
     expect(plain.stdout).not.toContain('\x1b[');
     expect(plain.stderr).toMatch(/^12 tokens · [\d.]+ tok\/s · mode self-spec E=3 d=2 · \d+% accepted · ~[\d.]+x vs ar estimate · stop: max-new-tokens\n$/);
+    const int8 = await cli([...args, '--draft-quantization', 'int8']);
+    expect(int8.stdout).toEqual(plain.stdout);
+    expect(int8.stderr).toMatch(/ · mode self-spec E=3 d=2 int8 drafts · /);
 
     const json = oneJson(await cli([...args, '--json'])) as { stats: { tokenSources: string[] } };
     const drafted = json.stats.tokenSources.filter((s) => s === 'draft').length;
