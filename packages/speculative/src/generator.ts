@@ -29,7 +29,7 @@ export interface GenerationStats {
   exitLayer?: number;
   numSpeculations?: number;
   /** Self-spec: how the draft layers ran ('none' = exact weights on the shared cache). */
-  draftQuantization?: 'none' | 'int8' | 'int4';
+  draftQuantization?: ResolvedOptions['draftQuantization'];
   promptTokens: number;
   newTokens: number;
   /** Self-spec rounds (one per committed block); equals newTokens for one-token modes. */
