@@ -238,10 +238,10 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
   const recorded = cfg.recommendedExitLayer && cfg.recommendedNumSpeculations
     ? { E: cfg.recommendedExitLayer, d: cfg.recommendedNumSpeculations, quantization: cfg.recommendedDraftQuantization ?? 'none', bonus: 'on' }
     : undefined;
-  if (recorded) {
-    const same = (c) => c.E === recorded.E && c.d === recorded.d && c.quantization === recorded.quantization && c.bonus === recorded.bonus;
-    const firstPass = [...grid.map((g) => ({ ...g, quantization: 'none', bonus: 'on' })), ...variants].find((r) => same(r))?.speedup;
-    if (!leaders.some(same)) leaders.push({ ...recorded, firstPass });
+  const isRecorded = (c) => c.E === recorded.E && c.d === recorded.d && c.quantization === recorded.quantization && c.bonus === recorded.bonus;
+  if (recorded && !leaders.some(isRecorded)) {
+    const firstPass = [...grid.map((g) => ({ ...g, quantization: 'none', bonus: 'on' })), ...variants].find(isRecorded)?.speedup;
+    leaders.push({ ...recorded, firstPass });
   }
   const optionsOf = (c) => ({ mode: 'self-spec', exitLayer: c.E, numSpeculations: c.d, draftQuantization: c.quantization, bonusToken: c.bonus === 'on' });
   const passes = quick ? 1 : 3;
@@ -271,7 +271,7 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
   }));
   for (const c of confirmed) log(`confirmed E=${c.E} d=${c.d} ${c.quantization} bonus ${c.bonus}: ${c.speedup.toFixed(2)}× (first pass ${c.firstPass === undefined ? "–" : c.firstPass.toFixed(2) + "×"})`);
   const bestConfirmed = confirmed.reduce((a, b) => (b.speedup > a.speedup ? b : a));
-  const recordedConfirmed = recorded && confirmed.find((c) => c.E === recorded.E && c.d === recorded.d && c.quantization === recorded.quantization && c.bonus === recorded.bonus);
+  const recordedConfirmed = recorded && confirmed.find(isRecorded);
   const exactConfirmed = confirmed.filter((c) => c.quantization === 'none' && c.bonus === 'on');
   const bestExactConfirmed = exactConfirmed.length ? exactConfirmed.reduce((a, b) => (b.speedup > a.speedup ? b : a)) : undefined;
   await generator.dispose();
@@ -404,7 +404,7 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
       id: 'confirmation',
       title: `Confirmation: the leaders re-measured together (${passes} passes × ${prompts.length} prompts, interleaved with ar)`,
       notes: [
-        'The best cells above are maxima of noisy single passes. Here the top grid cells and the top draft variants run again, in turn with ar ' +
+        'The best cells above are maxima of noisy single passes. Here the top grid cells, the top draft variants and the model\'s recorded settings run again, in turn with ar ' +
           'on every prompt (the first to run rotates); speedup = total ar time ÷ total configuration time for the same number of tokens. ' +
           `Best: **E = ${bestConfirmed.E}, d = ${bestConfirmed.d}, draft weights ${bestConfirmed.quantization}, bonus ${bestConfirmed.bonus}: ${bestConfirmed.speedup.toFixed(2)}×**` +
           (bestExactConfirmed ? `; best with exact drafts on the shared cache (LayerSkip): **E = ${bestExactConfirmed.E}, d = ${bestExactConfirmed.d}: ${bestExactConfirmed.speedup.toFixed(2)}×**` : '') +
