@@ -9,7 +9,7 @@
  */
 import ort from 'onnxruntime-node';
 import { CacheError, OptionsError, type KvCache } from '@mexit/core';
-import { GraphBuilder, type LinearQuantization } from './onnx/builder.js';
+import { attr, GraphBuilder, type LinearQuantization } from './onnx/builder.js';
 import { OnnxType } from './onnx/encoder.js';
 import { createStageContext, type Architecture, type WeightSource } from './arch/common.js';
 import { buildExit, exitKey, type ExitSpec } from './exits.js';
@@ -27,11 +27,17 @@ export interface StageSpec {
    * only. Its K/V rows must not enter a cache that exact stages read.
    */
   quantize?: LinearQuantization;
+  /**
+   * Greedy draft chain of this many tokens in one call: from = 0, exactly one exit at layer `to`. Pass i
+   * feeds pass i−1's argmax (first index on ties, as LogitsWarper.greedy); the last draft is not fed. It saves
+   * the per-call cost of ORT and the JS round trip, which dominate a draft step of a small model.
+   */
+  chain?: number;
 }
 
 export function stageKey(spec: StageSpec): string {
   const exits = (spec.exits ?? []).map(exitKey).join(',');
-  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}${spec.quantize ? `:${spec.quantize}` : ''}`;
+  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}${spec.quantize ? `:${spec.quantize}` : ''}${spec.chain ? `×${spec.chain}` : ''}`;
 }
 
 export interface StageResult {
@@ -49,6 +55,7 @@ export function buildStageGraph(
   w: WeightSource,
   spec: StageSpec,
 ): { bytes: Uint8Array; weightBytes: number; externalData: { path: string; data: Uint8Array }[] } {
+  if (spec.chain) return buildChainGraph(cfg, arch, w, spec);
   const g = new GraphBuilder(stageKey(spec), spec.quantize);
   const { hiddenSize: d, numKvHeads, headDim } = cfg;
   const embeds = spec.from === 0 && !spec.propagate;
@@ -93,6 +100,53 @@ export function buildStageGraph(
   return { bytes: g.toBytes(), weightBytes: g.weightBytes, externalData: g.externalData };
 }
 
+/** The graph of a `chain` stage: `spec.chain` passes over [0, to), each ending in the exit's argmax. */
+function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, spec: StageSpec) {
+  const g = new GraphBuilder(stageKey(spec), spec.quantize);
+  const { numKvHeads, headDim } = cfg;
+  const width = numKvHeads * headDim;
+  const exit = spec.exits![0];
+  const ids = g.input('ids', OnnxType.INT64, ['n']);
+  const keys: string[] = [];
+  const values: string[] = [];
+  for (let l = 0; l < spec.to; l++) {
+    keys.push(g.input(`past_k_${l}`, OnnxType.FLOAT, [1, 'past', width]));
+    values.push(g.input(`past_v_${l}`, OnnxType.FLOAT, [1, 'past', width]));
+  }
+  const newKeys: string[][] = keys.map(() => []);
+  const newValues: string[][] = keys.map(() => []);
+  const drafts: string[] = [];
+  let pastLength = g.slice(g.shape(keys[0]), 0, 1, 2);
+  let numNew = g.slice(g.shape(ids), 0, 0, 1);
+  let tokens = ids;
+  for (let pass = 0; pass < spec.chain!; pass++) {
+    // Pass p feeds the ids (p = 0) or draft p and predicts draft p + 1; the last draft is never fed.
+    const ctx = createStageContext(g, cfg, w, pastLength, numNew);
+    let hidden = arch.embed(ctx, tokens);
+    for (let l = 0; l < spec.to; l++) {
+      const block = arch.block(ctx, l, hidden, keys[l], values[l]);
+      hidden = block.hidden;
+      newKeys[l].push(block.newK);
+      newValues[l].push(block.newV);
+      if (pass === spec.chain! - 1) continue;
+      keys[l] = g.concat([keys[l], block.newK], 1);
+      values[l] = g.concat([values[l], block.newV], 1);
+    }
+    const logits = buildExit(ctx, arch, exit, g.slice(hidden, 0, -1));
+    tokens = g.op('ArgMax', [logits], { axis: attr.int(1), keepdims: attr.int(0) }); // int64 [1]
+    drafts.push(tokens);
+    pastLength = g.add(pastLength, numNew);
+    numNew = g.constI64([1]);
+  }
+  g.output(drafts.length > 1 ? g.concat(drafts, 0) : drafts[0], 'drafts', OnnxType.INT64, [spec.chain!]);
+  for (let l = 0; l < spec.to; l++) {
+    const rows = (parts: string[]) => (parts.length > 1 ? g.concat(parts, 1) : parts[0]);
+    g.output(rows(newKeys[l]), `new_k_${l}`, OnnxType.FLOAT, [1, 'rows', width]);
+    g.output(rows(newValues[l]), `new_v_${l}`, OnnxType.FLOAT, [1, 'rows', width]);
+  }
+  return { bytes: g.toBytes(), weightBytes: g.weightBytes, externalData: g.externalData };
+}
+
 export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
   const { from, to } = spec;
   if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > cfg.numLayers || from > to) {
@@ -104,6 +158,12 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
     }
   }
   if (spec.propagate && spec.exits?.length) throw new OptionsError('STAGE_EXIT', 'propagate stages have no exits');
+  if (spec.chain !== undefined) {
+    if (!Number.isInteger(spec.chain) || spec.chain < 1) throw new OptionsError('STAGE_CHAIN', `chain must be a positive integer, got ${spec.chain}`);
+    if (from !== 0 || spec.propagate || spec.exits?.length !== 1 || spec.exits[0].layer !== to) {
+      throw new OptionsError('STAGE_CHAIN', 'a chain stage starts at layer 0 and has exactly one exit, at its last layer');
+    }
+  }
   if (spec.quantize !== undefined && spec.quantize !== 'int8' && spec.quantize !== 'int4') {
     throw new OptionsError('STAGE_QUANTIZE', `quantize must be 'int8' or 'int4', got ${JSON.stringify(spec.quantize)}`);
   }
@@ -132,6 +192,38 @@ export class Stage {
    * hidden state and exit logits for rows logitsStart..n−1 (none when logitsStart = n).
    */
   async run(cache: KvCache, input: ArrayLike<number> | Float32Array, logitsStart = 0): Promise<StageResult> {
+    if (this.spec.chain) throw new OptionsError('STAGE_CHAIN', `stage ${stageKey(this.spec)} drafts a chain: call runChain`);
+    const n = this.setFeeds(cache, input);
+    const numExits = this.spec.exits?.length ?? 0;
+    if (numExits) {
+      // logitsStart = n asks for no logits rows: the exit heads then cost nothing (the drafter feeds its last
+      // draft this way instead of keeping a second, head-less session with a copy of the same layers).
+      if (!Number.isInteger(logitsStart) || logitsStart < 0 || logitsStart > n) {
+        throw new OptionsError('STAGE_INPUT', `logitsStart ${logitsStart} must lie in 0..${n}`);
+      }
+      this.startBuffer[0] = BigInt(logitsStart);
+      this.feeds.logits_start = new ort.Tensor('int64', this.startBuffer, [1]);
+    }
+    const out = await this.runSession(cache);
+    const logits: Float32Array[] = [];
+    for (let i = 0; i < numExits; i++) logits.push(out[`logits_${i}`].data as Float32Array);
+    const hidden = this.spec.propagate ? (input as Float32Array) : (out.hidden_out.data as Float32Array);
+    return { hidden, logits, numTokens: n };
+  }
+
+  /**
+   * Chain stages: feeds `ids`, then drafts `spec.chain` tokens greedily, feeding all but the last. Appends
+   * the K/V rows of the ids.length + chain − 1 fed tokens to `cache`; returns the drafts.
+   */
+  async runChain(cache: KvCache, ids: ArrayLike<number>): Promise<BigInt64Array> {
+    if (!this.spec.chain) throw new OptionsError('STAGE_CHAIN', `stage ${stageKey(this.spec)} is not a chain stage`);
+    this.setFeeds(cache, ids, this.spec.chain - 1);
+    const out = await this.runSession(cache);
+    return out.drafts.data as BigInt64Array;
+  }
+
+  /** Validates the input against the cache and sets the ids/hidden and past feeds; returns the row count. */
+  private setFeeds(cache: KvCache, input: ArrayLike<number> | Float32Array, extraRows = 0): number {
     const { from, to } = this.spec;
     const { hiddenSize: d, numKvHeads, headDim } = this.cfg;
     const embeds = from === 0 && !this.spec.propagate;
@@ -143,8 +235,8 @@ export class Stage {
         throw new CacheError('KV_LAYER_MISMATCH', `layer ${l} holds ${cache.length(l)} rows but layer ${from} holds ${past}; a stage's layers must be in step`);
       }
     }
-    if (past + n > this.cfg.maxPositions) {
-      throw new OptionsError('CONTEXT_OVERFLOW', `positions up to ${past + n} exceed max_position_embeddings ${this.cfg.maxPositions}`);
+    if (past + n + extraRows > this.cfg.maxPositions) {
+      throw new OptionsError('CONTEXT_OVERFLOW', `positions up to ${past + n + extraRows} exceed max_position_embeddings ${this.cfg.maxPositions}`);
     }
     const feeds = this.feeds;
     if (embeds) {
@@ -166,27 +258,19 @@ export class Stage {
       feeds[`past_k_${l}`] = new ort.Tensor('float32', view.k, [1, past, numKvHeads * headDim]);
       feeds[`past_v_${l}`] = new ort.Tensor('float32', view.v, [1, past, numKvHeads * headDim]);
     }
-    const numExits = this.spec.exits?.length ?? 0;
-    if (numExits) {
-      // logitsStart = n asks for no logits rows: the exit heads then cost nothing (the drafter feeds its last
-      // draft this way instead of keeping a second, head-less session with a copy of the same layers).
-      if (!Number.isInteger(logitsStart) || logitsStart < 0 || logitsStart > n) {
-        throw new OptionsError('STAGE_INPUT', `logitsStart ${logitsStart} must lie in 0..${n}`);
-      }
-      this.startBuffer[0] = BigInt(logitsStart);
-      feeds.logits_start = new ort.Tensor('int64', this.startBuffer, [1]);
-    }
+    return n;
+  }
+
+  /** session.run with the current feeds; appends the new K/V rows of the stage's layers to `cache`. */
+  private async runSession(cache: KvCache): Promise<ort.InferenceSession.OnnxValueMapType> {
     const t0 = performance.now();
-    const out = await this.session.run(feeds);
+    const out = await this.session.run(this.feeds);
     this.runMs += performance.now() - t0;
     this.calls++;
-    for (let l = from; l < to; l++) {
+    for (let l = this.spec.from; l < this.spec.to; l++) {
       cache.append(l, out[`new_k_${l}`].data as Float32Array, out[`new_v_${l}`].data as Float32Array);
     }
-    const logits: Float32Array[] = [];
-    for (let i = 0; i < numExits; i++) logits.push(out[`logits_${i}`].data as Float32Array);
-    const hidden = this.spec.propagate ? (input as Float32Array) : (out.hidden_out.data as Float32Array);
-    return { hidden, logits, numTokens: n };
+    return out;
   }
 
   async release(): Promise<void> {

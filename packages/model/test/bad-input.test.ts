@@ -162,6 +162,16 @@ describe('bad runtime requests', () => {
     expect((err as Error).message).toContain('2, 4');
     expect(() => rt.stage({ from: 0, to: 4, exits: [{ layer: 3, head: 'cast' }] })).toThrow(/cast/);
     expect(() => rt.stage({ from: 0, to: 2, quantize: 'int3' as 'int4' })).toThrow(expect.objectContaining({ code: 'STAGE_QUANTIZE' }));
+    const chainCode = expect.objectContaining({ code: 'STAGE_CHAIN' });
+    expect(() => rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }], chain: 0 })).toThrow(chainCode);
+    expect(() => rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }], chain: 1.5 })).toThrow(chainCode);
+    expect(() => rt.stage({ from: 1, to: 2, exits: [{ layer: 2 }], chain: 2 })).toThrow(chainCode);
+    expect(() => rt.stage({ from: 0, to: 2, chain: 2 })).toThrow(chainCode);
+    expect(() => rt.stage({ from: 0, to: 2, exits: [{ layer: 1 }], chain: 2 })).toThrow(chainCode);
+    const chain = await rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }], chain: 2 });
+    await expect(chain.run(rt.createCache(), [1])).rejects.toMatchObject({ code: 'STAGE_CHAIN' });
+    const plain = await rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }] });
+    await expect(plain.runChain(rt.createCache(), [1])).rejects.toMatchObject({ code: 'STAGE_CHAIN' });
     await rt.dispose();
   });
 

@@ -181,6 +181,49 @@ describe('quantized stages (drafts only)', () => {
   });
 });
 
+describe('chain stages (greedy drafts in one call)', () => {
+  // The chain stage must draft exactly what per-token calls with argmax draft, and leave the same K/V rows.
+  const cases = [
+    { model: 'llama2-tiny', exit: { layer: 2 }, quantize: 'int8' as const },
+    { model: 'llama2-tiny', exit: { layer: 1 }, quantize: undefined },
+    { model: 'gpt2-multiexit-tiny', exit: { layer: 2, head: 'layer-specific' as const }, quantize: undefined },
+  ];
+  for (const { model, exit, quantize } of cases) {
+    it(`${model}, exit ${exit.layer}${exit.head ? ` (${exit.head})` : ''}, ${quantize ?? 'f32'}: drafts and K/V rows equal per-step argmax`, async () => {
+      const rt = await load(model);
+      const spec = { from: 0, to: exit.layer, exits: [exit], quantize };
+      const step = await rt.stage(spec);
+      const V = rt.config.vocabSize;
+      for (const [promptLength, chainLength] of [[1, 1], [5, 3], [9, 6]]) {
+        const chain = await rt.stage({ ...spec, chain: chainLength });
+        const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + chainLength) % V);
+        const stepCache = rt.createCache();
+        const chainCache = rt.createCache();
+        // A history already in both caches, so the chain's passes read a non-empty past.
+        await step.run(stepCache, prompt, promptLength);
+        await step.run(chainCache, prompt, promptLength);
+        const expected: number[] = [];
+        let input = [3];
+        for (let i = 0; i < chainLength; i++) {
+          const logits = (await step.run(stepCache, input, input.length - 1)).logits[0];
+          expected.push(argmax(logits, 0, V));
+          input = [expected[i]];
+        }
+        const drafts = Array.from(await chain.runChain(chainCache, [3]), Number);
+        expect(drafts).toEqual(expected);
+        expect(chainCache.length(0)).toBe(stepCache.length(0));
+        for (let l = 0; l < exit.layer; l++) {
+          const a = stepCache.view(l, stepCache.length(l));
+          const b = chainCache.view(l, chainCache.length(l));
+          let worst = 0;
+          for (let i = 0; i < a.k.length; i++) worst = Math.max(worst, Math.abs(a.k[i] - b.k[i]), Math.abs(a.v[i] - b.v[i]));
+          expect(worst).toBeLessThan(1e-5);
+        }
+      }
+    });
+  }
+});
+
 describe('unsafe checkpoints', () => {
   it('gpt2-tiny-evil is refused by the restricted unpickler before anything runs', async () => {
     expect(existsSync(goldensDir + 'gpt2-tiny-evil/pytorch_model.bin')).toBe(true);

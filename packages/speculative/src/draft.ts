@@ -7,7 +7,8 @@
  *
  * Quantized draft: the draft runs block-quantized copies of layers [0, E) on a KV cache of its own (their
  * K/V are approximations and must not reach the exact cache); it catches up on committed tokens itself,
- * and the verifier runs the full model.
+ * and the verifier runs the full model. Greedy quantized drafts of the full length run as one chain stage
+ * (all d passes in one session.run, argmax in the graph).
  */
 import type { KvCache } from '@mexit/core';
 import type { ExitHeadKind, LinearQuantization, ModelRuntime, Stage } from '@mexit/model';
@@ -30,11 +31,21 @@ export class Drafter {
     private readonly vocabSize: number,
     /** Quantized drafts only: the draft layers' own cache, row i = history token i. */
     private readonly ownCache: KvCache | null,
+    /** Quantized greedy drafts: d passes in one call, used whenever a round asks for d = chain.spec.chain drafts. */
+    private readonly chain: Stage | null,
   ) {}
 
-  static async create(runtime: ModelRuntime, exitLayer: number, exitHead: ExitHeadKind, quantize?: LinearQuantization): Promise<Drafter> {
-    const draftStage = await runtime.stage({ from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }], quantize });
-    return new Drafter(draftStage, runtime.config.vocabSize, quantize ? runtime.createCache() : null);
+  /**
+   * `chainLength`: with `quantize`, drafts of that length are picked by argmax inside one chain stage. Only
+   * for plain greedy picking (no sampling, no repetition penalty, no confidence threshold): the caller checks.
+   */
+  static async create(runtime: ModelRuntime, exitLayer: number, exitHead: ExitHeadKind, quantize?: LinearQuantization, chainLength?: number): Promise<Drafter> {
+    const spec = { from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }], quantize };
+    const [draftStage, chain] = await Promise.all([
+      runtime.stage(spec),
+      quantize && chainLength ? runtime.stage({ ...spec, chain: chainLength }) : null,
+    ]);
+    return new Drafter(draftStage, runtime.config.vocabSize, quantize ? runtime.createCache() : null, chain);
   }
 
   /** True when drafts come from quantized layers on their own cache (the verifier must run all layers). */
@@ -66,6 +77,7 @@ export class Drafter {
       pending = this.catchUp;
       feedLast = false;
       if (maxDrafts === 0) return [];
+      if (this.chain && maxDrafts === this.chain.spec.chain) return this.draftChain(state, this.chain, this.ownCache);
     }
     const drafts: number[] = [];
     let input: number[] = pending;
@@ -92,6 +104,21 @@ export class Drafter {
     const out = await this.draftStage.run(cache, input, input.length);
     state.times.draft += now() - t;
     exitHiddens.push(out.hidden);
+    return drafts;
+  }
+
+  /** One chain call: feeds the catch-up tokens and drafts d tokens; cuts the drafts after an EOS. */
+  private async draftChain(state: DecodeState, chain: Stage, cache: KvCache): Promise<number[]> {
+    const t = now();
+    const tokens = await chain.runChain(cache, this.catchUp);
+    state.times.draft += now() - t;
+    const drafts: number[] = [];
+    for (let i = 0; i < tokens.length; i++) {
+      const token = Number(tokens[i]);
+      state.history.push(token);
+      drafts.push(token);
+      if (state.isEos(token)) break; // rows fed after it are dropped by rollback()
+    }
     return drafts;
   }
 

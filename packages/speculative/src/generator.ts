@@ -162,8 +162,10 @@ export class SelfSpeculativeGenerator {
         return stepwise(state, await rt.stage({ from: 0, to: o.exitLayer, exits: [{ layer: o.exitLayer, head: o.exitHead }] }), true);
       case 'self-spec': {
         const quantize = o.draftQuantization === 'none' ? undefined : o.draftQuantization;
+        // Plain greedy drafts can be picked inside the graph: the argmax there equals LogitsWarper.greedy.
+        const plainGreedy = !o.doSample && o.warper.repetitionPenalty === 1 && o.draftConfidenceThreshold === 0;
         const [drafter, verifier] = await Promise.all([
-          Drafter.create(rt, o.exitLayer, o.exitHead, quantize),
+          Drafter.create(rt, o.exitLayer, o.exitHead, quantize, plainGreedy ? o.numSpeculations : undefined),
           Verifier.create(rt, quantize ? 0 : o.exitLayer),
         ]);
         return selfSpeculative(state, drafter, verifier, o, rt.config.hiddenSize);

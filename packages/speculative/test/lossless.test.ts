@@ -237,5 +237,10 @@ describe('bundled model (tinystories-ee): exact and quantized drafts', () => {
     // A draft cache that kept rejected drafts' rows would draft from a wrong context and accept far fewer.
     expect(exact).toBeGreaterThan(40);
     expect(quantized).toBeGreaterThan(0.85 * exact);
+    // Greedy int8 drafts of full length ran as one chain call per round (only the last rounds step singly).
+    const chain = await gen.runtime.stage({ from: 0, to: 3, exits: [{ layer: 3 }], quantize: 'int8', chain: 4 });
+    const single = await gen.runtime.stage({ from: 0, to: 3, exits: [{ layer: 3 }], quantize: 'int8' });
+    expect(chain.calls).toBeGreaterThan(10);
+    expect(single.calls).toBeLessThan(chain.calls);
   });
 });
