@@ -33,11 +33,13 @@ export interface StageSpec {
    * the per-call cost of ORT and the JS round trip, which dominate a draft step of a small model.
    */
   chain?: number;
+  /** Chain stages: also feed the last draft (one more pass, no head), as the verify stage's bonus row needs. */
+  chainFeedsLast?: boolean;
 }
 
 export function stageKey(spec: StageSpec): string {
   const exits = (spec.exits ?? []).map(exitKey).join(',');
-  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}${spec.quantize ? `:${spec.quantize}` : ''}${spec.chain ? `×${spec.chain}` : ''}`;
+  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}${spec.quantize ? `:${spec.quantize}` : ''}${spec.chain ? `×${spec.chain}${spec.chainFeedsLast ? '+fed' : ''}` : ''}`;
 }
 
 export interface StageResult {
@@ -103,9 +105,11 @@ export function buildStageGraph(
 /** The graph of a `chain` stage: `spec.chain` passes over [0, to), each ending in the exit's argmax. */
 function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, spec: StageSpec) {
   const g = new GraphBuilder(stageKey(spec), spec.quantize);
-  const { numKvHeads, headDim } = cfg;
+  const { hiddenSize: d, numKvHeads, headDim } = cfg;
   const width = numKvHeads * headDim;
   const exit = spec.exits![0];
+  const numDrafts = spec.chain!;
+  const passes = numDrafts + (spec.chainFeedsLast ? 1 : 0);
   const ids = g.input('ids', OnnxType.INT64, ['n']);
   const keys: string[] = [];
   const values: string[] = [];
@@ -115,12 +119,13 @@ function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, 
   }
   const newKeys: string[][] = keys.map(() => []);
   const newValues: string[][] = keys.map(() => []);
+  const hiddens: string[] = [];
   const drafts: string[] = [];
   let pastLength = g.slice(g.shape(keys[0]), 0, 1, 2);
   let numNew = g.slice(g.shape(ids), 0, 0, 1);
   let tokens = ids;
-  for (let pass = 0; pass < spec.chain!; pass++) {
-    // Pass p feeds the ids (p = 0) or draft p and predicts draft p + 1; the last draft is never fed.
+  for (let pass = 0; pass < passes; pass++) {
+    // Pass p feeds the ids (p = 0) or draft p, and (p < numDrafts) predicts draft p + 1.
     const ctx = createStageContext(g, cfg, w, pastLength, numNew);
     let hidden = arch.embed(ctx, tokens);
     for (let l = 0; l < spec.to; l++) {
@@ -128,21 +133,24 @@ function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, 
       hidden = block.hidden;
       newKeys[l].push(block.newK);
       newValues[l].push(block.newV);
-      if (pass === spec.chain! - 1) continue;
+      if (pass === passes - 1) continue;
       keys[l] = g.concat([keys[l], block.newK], 1);
       values[l] = g.concat([values[l], block.newV], 1);
     }
+    hiddens.push(hidden);
+    if (pass === numDrafts) break;
     const logits = buildExit(ctx, arch, exit, g.slice(hidden, 0, -1));
     tokens = g.op('ArgMax', [logits], { axis: attr.int(1), keepdims: attr.int(0) }); // int64 [1]
     drafts.push(tokens);
     pastLength = g.add(pastLength, numNew);
     numNew = g.constI64([1]);
   }
-  g.output(drafts.length > 1 ? g.concat(drafts, 0) : drafts[0], 'drafts', OnnxType.INT64, [spec.chain!]);
+  const joined = (parts: string[], axis: number) => (parts.length > 1 ? g.concat(parts, axis) : parts[0]);
+  g.output(joined(drafts, 0), 'drafts', OnnxType.INT64, [numDrafts]);
+  g.output(joined(hiddens, 0), 'hidden_out', OnnxType.FLOAT, ['rows', d]);
   for (let l = 0; l < spec.to; l++) {
-    const rows = (parts: string[]) => (parts.length > 1 ? g.concat(parts, 1) : parts[0]);
-    g.output(rows(newKeys[l]), `new_k_${l}`, OnnxType.FLOAT, [1, 'rows', width]);
-    g.output(rows(newValues[l]), `new_v_${l}`, OnnxType.FLOAT, [1, 'rows', width]);
+    g.output(joined(newKeys[l], 1), `new_k_${l}`, OnnxType.FLOAT, [1, 'rows', width]);
+    g.output(joined(newValues[l], 1), `new_v_${l}`, OnnxType.FLOAT, [1, 'rows', width]);
   }
   return { bytes: g.toBytes(), weightBytes: g.weightBytes, externalData: g.externalData };
 }
@@ -164,6 +172,7 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
       throw new OptionsError('STAGE_CHAIN', 'a chain stage starts at layer 0 and has exactly one exit, at its last layer');
     }
   }
+  if (spec.chainFeedsLast && !spec.chain) throw new OptionsError('STAGE_CHAIN', 'chainFeedsLast needs a chain');
   if (spec.quantize !== undefined && spec.quantize !== 'int8' && spec.quantize !== 'int4') {
     throw new OptionsError('STAGE_QUANTIZE', `quantize must be 'int8' or 'int4', got ${JSON.stringify(spec.quantize)}`);
   }
@@ -212,14 +221,15 @@ export class Stage {
   }
 
   /**
-   * Chain stages: feeds `ids`, then drafts `spec.chain` tokens greedily, feeding all but the last. Appends
-   * the K/V rows of the ids.length + chain − 1 fed tokens to `cache`; returns the drafts.
+   * Chain stages: feeds `ids`, then drafts `spec.chain` tokens greedily, feeding all but the last (all with
+   * `chainFeedsLast`). Appends the fed tokens' K/V rows to `cache`; returns the drafts and the hidden rows
+   * [fed, d] after block `to`.
    */
-  async runChain(cache: KvCache, ids: ArrayLike<number>): Promise<BigInt64Array> {
+  async runChain(cache: KvCache, ids: ArrayLike<number>): Promise<{ drafts: BigInt64Array; hidden: Float32Array }> {
     if (!this.spec.chain) throw new OptionsError('STAGE_CHAIN', `stage ${stageKey(this.spec)} is not a chain stage`);
-    this.setFeeds(cache, ids, this.spec.chain - 1);
+    this.setFeeds(cache, ids, this.spec.chain - (this.spec.chainFeedsLast ? 0 : 1));
     const out = await this.runSession(cache);
-    return out.drafts.data as BigInt64Array;
+    return { drafts: out.drafts.data as BigInt64Array, hidden: out.hidden_out.data as Float32Array };
   }
 
   /** Validates the input against the cache and sets the ids/hidden and past feeds; returns the row count. */

@@ -168,6 +168,7 @@ describe('bad runtime requests', () => {
     expect(() => rt.stage({ from: 1, to: 2, exits: [{ layer: 2 }], chain: 2 })).toThrow(chainCode);
     expect(() => rt.stage({ from: 0, to: 2, chain: 2 })).toThrow(chainCode);
     expect(() => rt.stage({ from: 0, to: 2, exits: [{ layer: 1 }], chain: 2 })).toThrow(chainCode);
+    expect(() => rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }], chainFeedsLast: true })).toThrow(chainCode);
     const chain = await rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }], chain: 2 });
     await expect(chain.run(rt.createCache(), [1])).rejects.toMatchObject({ code: 'STAGE_CHAIN' });
     const plain = await rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }] });

@@ -186,16 +186,18 @@ describe('chain stages (greedy drafts in one call)', () => {
   const cases = [
     { model: 'llama2-tiny', exit: { layer: 2 }, quantize: 'int8' as const },
     { model: 'llama2-tiny', exit: { layer: 1 }, quantize: undefined },
-    { model: 'gpt2-multiexit-tiny', exit: { layer: 2, head: 'layer-specific' as const }, quantize: undefined },
+    { model: 'gpt2-multiexit-tiny', exit: { layer: 2, head: 'layer-specific' as const }, quantize: undefined, feedLast: true },
+    { model: 'llama2-tiny', exit: { layer: 3 }, quantize: undefined, feedLast: true },
   ];
-  for (const { model, exit, quantize } of cases) {
-    it(`${model}, exit ${exit.layer}${exit.head ? ` (${exit.head})` : ''}, ${quantize ?? 'f32'}: drafts and K/V rows equal per-step argmax`, async () => {
+  for (const { model, exit, quantize, feedLast } of cases) {
+    it(`${model}, exit ${exit.layer}${exit.head ? ` (${exit.head})` : ''}, ${quantize ?? 'f32'}${feedLast ? ', last draft fed' : ''}: drafts, hidden and K/V rows equal per-step argmax`, async () => {
       const rt = await load(model);
       const spec = { from: 0, to: exit.layer, exits: [exit], quantize };
       const step = await rt.stage(spec);
       const V = rt.config.vocabSize;
+      const d = rt.config.hiddenSize;
       for (const [promptLength, chainLength] of [[1, 1], [5, 3], [9, 6]]) {
-        const chain = await rt.stage({ ...spec, chain: chainLength });
+        const chain = await rt.stage({ ...spec, chain: chainLength, chainFeedsLast: feedLast });
         const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + chainLength) % V);
         const stepCache = rt.createCache();
         const chainCache = rt.createCache();
@@ -203,15 +205,20 @@ describe('chain stages (greedy drafts in one call)', () => {
         await step.run(stepCache, prompt, promptLength);
         await step.run(chainCache, prompt, promptLength);
         const expected: number[] = [];
+        const hiddens: number[] = [];
         let input = [3];
         for (let i = 0; i < chainLength; i++) {
-          const logits = (await step.run(stepCache, input, input.length - 1)).logits[0];
-          expected.push(argmax(logits, 0, V));
+          const out = await step.run(stepCache, input, input.length - 1);
+          expected.push(argmax(out.logits[0], 0, V));
+          hiddens.push(...out.hidden);
           input = [expected[i]];
         }
-        const drafts = Array.from(await chain.runChain(chainCache, [3]), Number);
-        expect(drafts).toEqual(expected);
+        if (feedLast) hiddens.push(...(await step.run(stepCache, input, input.length)).hidden);
+        const { drafts, hidden } = await chain.runChain(chainCache, [3]);
+        expect(Array.from(drafts, Number)).toEqual(expected);
         expect(chainCache.length(0)).toBe(stepCache.length(0));
+        expect(hidden.length).toBe((chainLength - (feedLast ? 0 : 1) + 1) * d);
+        expect(Math.max(...hidden.map((x, i) => Math.abs(x - hiddens[i])))).toBeLessThan(1e-5);
         for (let l = 0; l < exit.layer; l++) {
           const a = stepCache.view(l, stepCache.length(l));
           const b = chainCache.view(l, chainCache.length(l));

@@ -7,8 +7,10 @@
  *
  * Quantized draft: the draft runs block-quantized copies of layers [0, E) on a KV cache of its own (their
  * K/V are approximations and must not reach the exact cache); it catches up on committed tokens itself,
- * and the verifier runs the full model. Greedy quantized drafts of the full length run as one chain stage
- * (all d passes in one session.run, argmax in the graph).
+ * and the verifier runs the full model.
+ *
+ * Plain greedy rounds of the full draft length run as one chain stage (all passes in one session.run, argmax
+ * in the graph): on the bundled model a call boundary costs ~0.16 ms inside the loop, most of a draft step.
  */
 import type { KvCache } from '@mexit/core';
 import type { ExitHeadKind, LinearQuantization, ModelRuntime, Stage } from '@mexit/model';
@@ -36,14 +38,22 @@ export class Drafter {
   ) {}
 
   /**
-   * `chainLength`: with `quantize`, drafts of that length are picked by argmax inside one chain stage. Only
-   * for plain greedy picking (no sampling, no repetition penalty, no confidence threshold): the caller checks.
+   * `chainLength`: drafts of that length are picked by argmax inside one chain stage. Only for plain greedy
+   * picking (no sampling, no repetition penalty, no confidence threshold): the caller checks. `feedLast`
+   * (shared cache): the rounds feed their last draft too (the verifier's bonus row).
    */
-  static async create(runtime: ModelRuntime, exitLayer: number, exitHead: ExitHeadKind, quantize?: LinearQuantization, chainLength?: number): Promise<Drafter> {
+  static async create(
+    runtime: ModelRuntime,
+    exitLayer: number,
+    exitHead: ExitHeadKind,
+    quantize?: LinearQuantization,
+    chainLength?: number,
+    feedLast = true,
+  ): Promise<Drafter> {
     const spec = { from: 0, to: exitLayer, exits: [{ layer: exitLayer, head: exitHead }], quantize };
     const [draftStage, chain] = await Promise.all([
       runtime.stage(spec),
-      quantize && chainLength ? runtime.stage({ ...spec, chain: chainLength }) : null,
+      chainLength ? runtime.stage({ ...spec, chain: chainLength, chainFeedsLast: !quantize && feedLast }) : null,
     ]);
     return new Drafter(draftStage, runtime.config.vocabSize, quantize ? runtime.createCache() : null, chain);
   }
@@ -77,7 +87,10 @@ export class Drafter {
       pending = this.catchUp;
       feedLast = false;
       if (maxDrafts === 0) return [];
-      if (this.chain && maxDrafts === this.chain.spec.chain) return this.draftChain(state, this.chain, this.ownCache);
+    }
+    const chain = this.chain;
+    if (chain && maxDrafts === chain.spec.chain && feedLast === !!chain.spec.chainFeedsLast) {
+      return this.draftChain(state, chain, cache, pending, exitHiddens);
     }
     const drafts: number[] = [];
     let input: number[] = pending;
@@ -107,18 +120,25 @@ export class Drafter {
     return drafts;
   }
 
-  /** One chain call: feeds the catch-up tokens and drafts d tokens; cuts the drafts after an EOS. */
-  private async draftChain(state: DecodeState, chain: Stage, cache: KvCache): Promise<number[]> {
+  /**
+   * One chain call: feeds `input` and drafts d tokens. Drafts after an EOS are cut, and so are the rows fed
+   * after it, leaving the cache and `exitHiddens` as the per-token loop would.
+   */
+  private async draftChain(state: DecodeState, chain: Stage, cache: KvCache, input: number[], exitHiddens: RowBuffer): Promise<number[]> {
+    const pastBefore = cache.length(0);
     const t = now();
-    const tokens = await chain.runChain(cache, this.catchUp);
+    const { drafts: tokens, hidden } = await chain.runChain(cache, input);
     state.times.draft += now() - t;
     const drafts: number[] = [];
     for (let i = 0; i < tokens.length; i++) {
       const token = Number(tokens[i]);
       state.history.push(token);
       drafts.push(token);
-      if (state.isEos(token)) break; // rows fed after it are dropped by rollback()
+      if (state.isEos(token)) break;
     }
+    const fed = input.length + drafts.length - (chain.spec.chainFeedsLast ? 0 : 1);
+    cache.truncate(pastBefore + fed);
+    exitHiddens.push(hidden.subarray(0, fed * exitHiddens.width));
     return drafts;
   }
 

@@ -165,7 +165,7 @@ export class SelfSpeculativeGenerator {
         // Plain greedy drafts can be picked inside the graph: the argmax there equals LogitsWarper.greedy.
         const plainGreedy = !o.doSample && o.warper.repetitionPenalty === 1 && o.draftConfidenceThreshold === 0;
         const [drafter, verifier] = await Promise.all([
-          Drafter.create(rt, o.exitLayer, o.exitHead, quantize, plainGreedy ? o.numSpeculations : undefined),
+          Drafter.create(rt, o.exitLayer, o.exitHead, quantize, plainGreedy ? o.numSpeculations : undefined, o.bonusToken),
           Verifier.create(rt, quantize ? 0 : o.exitLayer),
         ]);
         return selfSpeculative(state, drafter, verifier, o, rt.config.hiddenSize);

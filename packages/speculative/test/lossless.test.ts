@@ -243,4 +243,28 @@ describe('bundled model (tinystories-ee): exact and quantized drafts', () => {
     expect(chain.calls).toBeGreaterThan(10);
     expect(single.calls).toBeLessThan(chain.calls);
   });
+
+  it('an EOS drafted inside a chain ends the drafts there: ids and stop reason equal ar, exact and int8 drafts', async () => {
+    let eosInDrafts = 0;
+    for (const text of ['Once upon a time', 'Tom had a red ball.', 'Lily saw a big dog in the park.']) {
+      const prompt = gen.encodePrompt(text);
+      const free = await gen.generate(prompt, { mode: 'ar', maxNewTokens: 40, eosTokenIds: [] });
+      // Each token of the free run, used as EOS, stops generation at its first occurrence.
+      for (const position of [4, 9, 15, 23]) {
+        const eos = free.ids[position];
+        const options: GenerateOptions = { maxNewTokens: 40, eosTokenIds: [eos], exitLayer: 3, numSpeculations: 6 };
+        const ar = await gen.generate(prompt, { ...options, mode: 'ar' });
+        expect(ar.stats.stopReason).toBe('eos');
+        for (const draftQuantization of ['none', 'int8'] as const) {
+          for (const bonusToken of [true, false]) {
+            const spec = await gen.generate(prompt, { ...options, mode: 'self-spec', draftQuantization, bonusToken });
+            expect(spec.ids).toEqual(ar.ids);
+            expect(spec.stats.stopReason).toBe('eos');
+            eosInDrafts += spec.stats.tokenSources.at(-1) === 'draft' ? 1 : 0;
+          }
+        }
+      }
+    }
+    expect(eosInDrafts).toBeGreaterThan(10); // the EOS was usually drafted, i.e. cut out of a chain
+  });
 });
