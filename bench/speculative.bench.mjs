@@ -13,7 +13,7 @@ import path from 'node:path';
 import { Rng } from '../packages/core/dist/index.js';
 import { SelfSpeculativeGenerator, resolveOptions } from '../packages/speculative/dist/index.js';
 
-const D_GRID = [1, 2, 3, 4, 5, 6, 8];
+const D_GRID = [1, 2, 3, 4, 5, 6, 7, 8];
 
 /** Repository-relative path when inside the repository, else absolute. */
 const displayPath = (dir) => {
@@ -201,7 +201,7 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
   // ---- draft variants: quantized draft layers (own cache, full-model verify) and no bonus row
   const variants = [];
   const variantExits = quick ? [best.E] : [...new Set([Math.max(1, best.E - 1), best.E, best.E + 1, Math.floor(L / 2)])].filter((e) => e >= 1 && e < L);
-  const variantDs = quick ? [best.d] : [...new Set([3, 4, 5, best.d, 6, 8])].sort((a, b) => a - b);
+  const variantDs = quick ? [best.d] : [...new Set([3, 4, 5, best.d, 6, 7, 8])].sort((a, b) => a - b);
   const variantConfigs = [];
   for (const E of variantExits) for (const d of variantDs) variantConfigs.push({ E, d, quantization: 'int8', bonus: true });
   // int4 halves the draft weights again at a small cost in acceptance, so it may pay at a deeper exit.
