@@ -184,6 +184,12 @@ describe('bad runtime requests', () => {
     await expect(stage.run(rt.createCache(), [])).rejects.toMatchObject({ code: 'STAGE_INPUT' });
     await expect(stage.run(rt.createCache(), [1, 512])).rejects.toMatchObject({ code: 'TOKEN_ID_RANGE' });
     await expect(stage.run(rt.createCache(), [1, 2], 3)).rejects.toMatchObject({ code: 'STAGE_INPUT' });
+    // A chain feeds its drafts too: 125 ids + 4 fed drafts pass position 128; 124 + 4 fit.
+    const chain = await rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }], chain: 5 });
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => i % 512);
+    await expect(chain.runChain(rt.createCache(), ids(125))).rejects.toMatchObject({ code: 'CONTEXT_OVERFLOW' });
+    expect((await chain.runChain(rt.createCache(), ids(124))).drafts.length).toBe(5);
+    await expect(chain.runChain(rt.createCache(), [1, 512])).rejects.toMatchObject({ code: 'TOKEN_ID_RANGE' });
     await expect(stage.run(rt.createCache(), [1, 2], -1)).rejects.toMatchObject({ code: 'STAGE_INPUT' });
     await rt.dispose();
   });
