@@ -29,7 +29,8 @@ export interface StageSpec {
   quantize?: LinearQuantization;
   /**
    * Greedy draft chain of this many tokens in one call: from = 0, exactly one exit at layer `to`. Pass i
-   * feeds pass i−1's argmax (first index on ties, as LogitsWarper.greedy); the last draft is not fed. It saves
+   * feeds pass i−1's argmax (first index on ties, as LogitsWarper.greedy); the last draft is not fed unless
+   * `chainFeedsLast`. It saves
    * the per-call cost of ORT and the JS round trip, which dominate a draft step of a small model.
    */
   chain?: number;

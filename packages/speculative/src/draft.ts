@@ -34,7 +34,7 @@ export class Drafter {
     private readonly vocabSize: number,
     /** Quantized drafts only: the draft layers' own cache, row i = history token i. */
     private readonly ownCache: KvCache | null,
-    /** Quantized greedy drafts: d passes in one call, used whenever a round asks for d = chain.spec.chain drafts. */
+    /** Plain greedy drafts: d passes in one call, used whenever a round asks for d = chain.spec.chain drafts. */
     private readonly chain: Stage | null,
   ) {}
 
