@@ -11,7 +11,7 @@ import ort from 'onnxruntime-node';
 import { CacheError, OptionsError, type KvCache } from '@mexit/core';
 import { attr, GraphBuilder, type LinearQuantization } from './onnx/builder.js';
 import { OnnxType } from './onnx/encoder.js';
-import { createStageContext, type Architecture, type WeightSource } from './arch/common.js';
+import { createChainContexts, createStageContext, type Architecture, type WeightSource } from './arch/common.js';
 import { buildExit, exitKey, type ExitSpec } from './exits.js';
 import type { ModelConfig } from './config.js';
 
@@ -122,12 +122,11 @@ function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, 
   const newValues: string[][] = keys.map(() => []);
   const hiddens: string[] = [];
   const drafts: string[] = [];
-  let pastLength = g.slice(g.shape(keys[0]), 0, 1, 2);
-  let numNew = g.slice(g.shape(ids), 0, 0, 1);
+  const contexts = createChainContexts(g, cfg, w, g.slice(g.shape(keys[0]), 0, 1, 2), g.slice(g.shape(ids), 0, 0, 1), passes);
   let tokens = ids;
   for (let pass = 0; pass < passes; pass++) {
     // Pass p feeds the ids (p = 0) or draft p, and (p < numDrafts) predicts draft p + 1.
-    const ctx = createStageContext(g, cfg, w, pastLength, numNew);
+    const ctx = contexts[pass];
     let hidden = arch.embed(ctx, tokens);
     for (let l = 0; l < spec.to; l++) {
       const block = arch.block(ctx, l, hidden, keys[l], values[l]);
@@ -143,8 +142,6 @@ function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, 
     const logits = buildExit(ctx, arch, exit, g.slice(hidden, 0, -1));
     tokens = g.op('ArgMax', [logits], { axis: attr.int(1), keepdims: attr.int(0) }); // int64 [1]
     drafts.push(tokens);
-    pastLength = g.add(pastLength, numNew);
-    numNew = g.constI64([1]);
   }
   const joined = (parts: string[], axis: number) => (parts.length > 1 ? g.concat(parts, axis) : parts[0]);
   g.output(joined(drafts, 0), 'drafts', OnnxType.INT64, [numDrafts]);

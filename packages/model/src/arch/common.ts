@@ -47,7 +47,7 @@ export interface StageContext {
   w: WeightSource;
   /** int64 [n]: absolute positions of the new rows (cache length .. cache length + n − 1). */
   positions: string;
-  /** Additive attention mask [n, T] for a layer (global causal, or GPT-Neo's local window). */
+  /** Additive attention mask [n, T] for a layer (global causal, or GPT-Neo's local window); '' = none needed. */
   mask(layer: number): string;
   /** RoPE tables [1, n, headDim/2] (llama only). */
   rope(): { cos: string; sin: string };
@@ -64,55 +64,104 @@ export function createStageContext(
   pastLength: string,
   numNew: string,
 ): StageContext {
-  const start = g.squeeze(pastLength, [0]);
   const total = g.add(pastLength, numNew);
-  const positions = g.range(start, g.squeeze(total, [0]), g.constI64([1], []));
-  const masks = new Map<string, string>();
+  const positions = g.range(g.squeeze(pastLength, [0]), g.squeeze(total, [0]), g.constI64([1], []));
   let rope: { cos: string; sin: string } | undefined;
-
-  const buildMask = (kind: 'global' | 'local'): string => {
-    const keyPositions = g.range(g.constI64([0], []), g.squeeze(total, [0]), g.constI64([1], []));
-    const queryColumn = g.unsqueeze(positions, [1]); // [n, 1]
-    const keyRow = g.unsqueeze(keyPositions, [0]); // [1, T]
-    let masked = g.greater(keyRow, queryColumn); // future keys
-    if (kind === 'local') {
-      // GPT-Neo local attention: query i sees keys j with i − window < j ≤ i.
-      const oldest = g.sub(queryColumn, g.constI64([cfg.windowSize! - 1], [1, 1]));
-      masked = g.or(masked, g.less(keyRow, oldest));
-    }
-    return g.where(masked, g.constF32([MASK_VALUE], []), g.constF32([0], []));
-  };
-
   return {
     g,
     cfg,
     w,
     positions,
-    mask(layer: number): string {
-      const kind = cfg.attentionLayers?.[layer] ?? 'global';
-      let m = masks.get(kind);
-      if (!m) {
-        m = buildMask(kind);
-        masks.set(kind, m);
-      }
-      return m;
-    },
-    rope() {
-      if (!rope) {
-        const invFreq = Array.from(cfg.rope!.invFreq);
-        const posF = g.unsqueeze(g.cast(positions, OnnxType.FLOAT), [1]); // [n, 1]
-        const freqs = g.unsqueeze(g.mul(posF, g.constF32(invFreq, [1, invFreq.length])), [0]); // [1, n, d/2]
-        rope = { cos: g.cos(freqs), sin: g.sin(freqs) };
-      }
-      return rope;
-    },
+    mask: maskBuilder(g, cfg, () => positions, () => total, false),
+    rope: () => (rope ??= ropeTables(g, cfg, positions)),
   };
 }
 
-/** HF rotate-half RoPE on rows x [n, heads·headDim]; returns [1, n, heads·headDim]. */
+/**
+ * Contexts for the passes of a chain stage (stages.ts): pass 0 feeds `numNew` rows after `pastLength`,
+ * each later pass one row. One position range and one RoPE table serve all passes (a pass slices its
+ * rows from the end), and a one-row pass is the newest position, so it sees every key: its global
+ * attention layers need no mask. This keeps a pass's fixed work to its layers.
+ */
+export function createChainContexts(
+  g: GraphBuilder,
+  cfg: ModelConfig,
+  w: WeightSource,
+  pastLength: string,
+  numNew: string,
+  passes: number,
+): StageContext[] {
+  const firstTotal = g.add(pastLength, numNew);
+  const allTotal = passes > 1 ? g.add(firstTotal, g.constI64([passes - 1])) : firstTotal;
+  const all = g.range(g.squeeze(pastLength, [0]), g.squeeze(allTotal, [0]), g.constI64([1], []));
+  let allRope: { cos: string; sin: string } | undefined;
+  return Array.from({ length: passes }, (_, pass) => {
+    // Rows of `all` for this pass, counted from the end: pass 0 = [0, −(passes − 1)), pass p = [p − passes, p − passes + 1).
+    const from = pass === 0 ? 0 : pass - passes;
+    const to = pass === passes - 1 ? undefined : pass === 0 ? 1 - passes : pass - passes + 1;
+    const rows = (x: string, axis: number) => (passes === 1 ? x : g.slice(x, axis, from, to));
+    let positions: string | undefined;
+    let rope: { cos: string; sin: string } | undefined;
+    const context: StageContext = {
+      g,
+      cfg,
+      w,
+      get positions() {
+        return (positions ??= rows(all, 0));
+      },
+      mask: maskBuilder(g, cfg, () => context.positions, () => (pass === 0 ? firstTotal : g.add(firstTotal, g.constI64([pass]))), pass > 0),
+      rope() {
+        if (!rope) {
+          allRope ??= ropeTables(g, cfg, all);
+          rope = { cos: rows(allRope.cos, 1), sin: rows(allRope.sin, 1) };
+        }
+        return rope;
+      },
+    };
+    return context;
+  });
+}
+
+/**
+ * Additive attention masks [n, T] for queries at `positions` over keys 0 .. total − 1, one per kind
+ * (global causal, or GPT-Neo's local window), built on first use. `singleNewest`: the queries are one row
+ * at the newest position, which every global key precedes, so global layers get no mask ('').
+ */
+function maskBuilder(g: GraphBuilder, cfg: ModelConfig, positions: () => string, total: () => string, singleNewest: boolean): (layer: number) => string {
+  const masks = new Map<string, string>();
+  return (layer) => {
+    const kind = cfg.attentionLayers?.[layer] ?? 'global';
+    if (kind === 'global' && singleNewest) return '';
+    let m = masks.get(kind);
+    if (!m) {
+      const keyPositions = g.range(g.constI64([0], []), g.squeeze(total(), [0]), g.constI64([1], []));
+      const queryColumn = g.unsqueeze(positions(), [1]); // [n, 1]
+      const keyRow = g.unsqueeze(keyPositions, [0]); // [1, T]
+      let masked = g.greater(keyRow, queryColumn); // future keys
+      if (kind === 'local') {
+        // GPT-Neo local attention: query i sees keys j with i − window < j ≤ i.
+        const oldest = g.sub(queryColumn, g.constI64([cfg.windowSize! - 1], [1, 1]));
+        masked = g.or(masked, g.less(keyRow, oldest));
+      }
+      m = g.where(masked, g.constF32([MASK_VALUE], []), g.constF32([0], []));
+      masks.set(kind, m);
+    }
+    return m;
+  };
+}
+
+/** RoPE tables [1, n, headDim/2] for int64 `positions` [n]. */
+function ropeTables(g: GraphBuilder, cfg: ModelConfig, positions: string): { cos: string; sin: string } {
+  const invFreq = Array.from(cfg.rope!.invFreq);
+  const posF = g.unsqueeze(g.cast(positions, OnnxType.FLOAT), [1]); // [n, 1]
+  const freqs = g.unsqueeze(g.mul(posF, g.constF32(invFreq, [1, invFreq.length])), [0]); // [1, n, d/2]
+  return { cos: g.cos(freqs), sin: g.sin(freqs) };
+}
+
+/** HF rotate-half RoPE on rows x [1, n, heads·headDim]. */
 export function applyRope(ctx: StageContext, x: string, numHeads: number): string {
   const { cos, sin } = ctx.rope();
-  return ctx.g.op('RotaryEmbedding', [ctx.g.unsqueeze(x, [0]), cos, sin], { interleaved: attr.int(0), num_heads: attr.int(numHeads) });
+  return ctx.g.op('RotaryEmbedding', [x, cos, sin], { interleaved: attr.int(0), num_heads: attr.int(numHeads) });
 }
 
 /**

@@ -12,12 +12,8 @@ export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architectu
 
   const rmsNorm = (g: GraphBuilder, x: string, weight: string): string => g.rmsNorm(x, weight, cfg.normEps);
 
-  const projectKv = (ctx: StageContext, l: number, x: string) => {
-    const { g } = ctx;
-    const k = g.linearT(x, w.add(g, `${p(l)}.self_attn.k_proj.weight`, [kvDim, d]));
-    const v = g.linearT(x, w.add(g, `${p(l)}.self_attn.v_proj.weight`, [kvDim, d]));
-    return { newK: applyRope(ctx, k, cfg.numKvHeads), newV: g.unsqueeze(v, [0]) };
-  };
+  const k = (g: GraphBuilder, l: number) => w.add(g, `${p(l)}.self_attn.k_proj.weight`, [kvDim, d]);
+  const v = (g: GraphBuilder, l: number) => w.add(g, `${p(l)}.self_attn.v_proj.weight`, [kvDim, d]);
 
   return {
     requiredTensors() {
@@ -44,20 +40,24 @@ export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architectu
     block(ctx, l, hidden, pastK, pastV) {
       const { g } = ctx;
       const x = rmsNorm(g, hidden, w.add(g, `${p(l)}.input_layernorm.weight`, [d]));
-      const q = applyRope(ctx, g.linearT(x, w.add(g, `${p(l)}.self_attn.q_proj.weight`, [qDim, d])), cfg.numHeads);
-      const { newK, newV } = projectKv(ctx, l, x);
-      const attn = attention(ctx, l, q, pastK, pastV, newK, newV, 1 / Math.sqrt(cfg.headDim));
+      // Q, K and V in one matmul, as rows [1, n, q + 2·kv] for RoPE and attention.
+      const q = w.add(g, `${p(l)}.self_attn.q_proj.weight`, [qDim, d]);
+      const [qRows, kRows, newV] = g.split(g.unsqueeze(g.linearsT(x, [q, k(g, l), v(g, l)]), [0]), 2, [qDim, kvDim, kvDim]);
+      const newK = applyRope(ctx, kRows, cfg.numKvHeads);
+      const attn = attention(ctx, l, applyRope(ctx, qRows, cfg.numHeads), pastK, pastV, newK, newV, 1 / Math.sqrt(cfg.headDim));
       const h1 = g.add(hidden, g.linearT(attn, w.add(g, `${p(l)}.self_attn.o_proj.weight`, [d, qDim])));
       const x2 = rmsNorm(g, h1, w.add(g, `${p(l)}.post_attention_layernorm.weight`, [d]));
-      const gate = g.linearT(x2, w.add(g, `${p(l)}.mlp.gate_proj.weight`, [cfg.intermediateSize, d]));
-      const up = g.linearT(x2, w.add(g, `${p(l)}.mlp.up_proj.weight`, [cfg.intermediateSize, d]));
+      const gateUp = g.linearsT(x2, [w.add(g, `${p(l)}.mlp.gate_proj.weight`, [cfg.intermediateSize, d]), w.add(g, `${p(l)}.mlp.up_proj.weight`, [cfg.intermediateSize, d])]);
+      const [gate, up] = g.split(gateUp, 1, [cfg.intermediateSize, cfg.intermediateSize]);
       const act = g.mul(g.mul(gate, g.sigmoid(gate)), up);
       const down = g.linearT(act, w.add(g, `${p(l)}.mlp.down_proj.weight`, [d, cfg.intermediateSize]));
       return { hidden: g.add(h1, down), newK, newV };
     },
     keyValues(ctx, l, hidden) {
-      const x = rmsNorm(ctx.g, hidden, w.add(ctx.g, `${p(l)}.input_layernorm.weight`, [d]));
-      return projectKv(ctx, l, x);
+      const { g } = ctx;
+      const x = rmsNorm(g, hidden, w.add(g, `${p(l)}.input_layernorm.weight`, [d]));
+      const [kRows, newV] = g.split(g.unsqueeze(g.linearsT(x, [k(g, l), v(g, l)]), [0]), 2, [kvDim, kvDim]);
+      return { newK: applyRope(ctx, kRows, cfg.numKvHeads), newV };
     },
     finalNorm(ctx, hidden) {
       return rmsNorm(ctx.g, hidden, w.add(ctx.g, 'model.norm.weight', [d]));

@@ -225,6 +225,37 @@ export class GraphBuilder {
     });
     return out;
   }
+  /**
+   * Several linear layers over one input as one: y = a · [w₀; w₁; …]ᵀ, the weights joined by rows at build
+   * time. Each output column is the same dot product as in its own layer; one larger kernel costs less
+   * than several small ones (dispatch, and in a quantized graph the activation quantization, happen once).
+   * Split the result with split().
+   */
+  linearsT(a: string, weightsT: readonly string[]): string {
+    if (weightsT.length === 1) return this.linearT(a, weightsT[0]);
+    const name = weightsT.join('+');
+    if (!this.initializerNames.has(name)) {
+      const parts = weightsT.map((n) => {
+        const w = this.weightData.get(n);
+        if (!w || w.dims.length !== 2) throw new Error(`linearsT: ${n} is not a 2-D weight of this graph`);
+        return w;
+      });
+      const K = parts[0].dims[1];
+      if (parts.some((w) => w.dims[1] !== K)) throw new Error(`linearsT: ${name} have different input widths`);
+      const N = parts.reduce((sum, w) => sum + w.dims[0], 0);
+      const data = new Float32Array(N * K);
+      let offset = 0;
+      for (const w of parts) {
+        data.set(w.data, offset);
+        offset += w.data.length;
+      }
+      this.weight(name, data, [N, K]);
+    }
+    return this.linearT(a, name);
+  }
+  split(a: string, axis: number, sizes: readonly number[]): string[] {
+    return this.opMulti('Split', [a, this.constI64(sizes)], sizes.length, { axis: attr.int(axis) });
+  }
   gather(data: string, indices: string, axis = 0): string { return this.op('Gather', [data, indices], { axis: attr.int(axis) }); }
   reshape(a: string, shape: readonly number[]): string { return this.op('Reshape', [a, this.constI64(shape)]); }
   reshapeDyn(a: string, shape: string): string { return this.op('Reshape', [a, shape]); }
