@@ -71,6 +71,7 @@ export class GraphBuilder {
   private readonly inputs: ValueInfoData[] = [];
   private readonly outputs: ValueInfoData[] = [];
   private readonly constCache = new Map<string, string>();
+  private readonly constNames = new Set<string>();
   private readonly initializerNames = new Set<string>();
   private counter = 0;
   /** F32 data of the weights added so far, for linear layers that quantize them. */
@@ -162,6 +163,7 @@ export class GraphBuilder {
     const name = this.fresh(`const_${tag}`);
     this.initializers.push({ name, elemType, dims, raw: bytesOf(data).slice() });
     this.constCache.set(key, name);
+    this.constNames.add(name);
     return name;
   }
 
@@ -284,7 +286,38 @@ export class GraphBuilder {
     return this.op('RMSNormalization', [x, scale], { axis: attr.int(-1), epsilon: attr.float(eps) });
   }
 
+  /**
+   * Each RMSNormalization of an Add's output becomes one SkipSimplifiedLayerNormalization (com.microsoft)
+   * at the Add's place, which outputs the norm and the sum: a residual add and the next norm in one kernel.
+   */
+  private fuseResidualNorms(): void {
+    const adds = new Map<string, number>();
+    this.nodes.forEach((n, i) => {
+      if (n.opType === 'Add' && !n.domain) adds.set(n.outputs[0], i);
+    });
+    const removed = new Set<number>();
+    this.nodes.forEach((n, i) => {
+      const at = n.opType === 'RMSNormalization' ? adds.get(n.inputs[0]) : undefined;
+      if (at !== undefined) adds.delete(n.inputs[0]); // one norm per add
+      // Both addends must be computed rows (a constant operand could broadcast).
+      if (at === undefined || this.nodes[at].inputs.some((x) => this.initializerNames.has(x) || this.constNames.has(x))) return;
+      const add = this.nodes[at];
+      this.nodes[at] = {
+        opType: 'SkipSimplifiedLayerNormalization',
+        domain: 'com.microsoft',
+        inputs: [add.inputs[0], add.inputs[1], n.inputs[1]],
+        outputs: [n.outputs[0], '', '', add.outputs[0]],
+        name: this.fresh('SkipSimplifiedLayerNormalization'),
+        attributes: { epsilon: n.attributes!.epsilon },
+      };
+      this.usesMicrosoftOps = true;
+      removed.add(i);
+    });
+    if (removed.size) this.nodes.splice(0, this.nodes.length, ...this.nodes.filter((_, i) => !removed.has(i)));
+  }
+
   toBytes(): Uint8Array {
+    this.fuseResidualNorms();
     const read = new Set(this.nodes.flatMap((n) => n.inputs));
     for (const [name, w] of this.weightData) {
       if (read.has(name)) this.materialize(name, OnnxType.FLOAT, w.data, w.dims);
