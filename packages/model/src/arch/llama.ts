@@ -1,7 +1,7 @@
 /** Llama (and LayerSkip / Llama-3.x): RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU MLP. */
 import type { ModelConfig } from '../config.js';
 import type { GraphBuilder } from '../onnx/builder.js';
-import { applyRope, attention, type Architecture, type StageContext, type WeightSource } from './common.js';
+import { applyRope, attention, type Architecture, type WeightSource } from './common.js';
 
 export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architecture {
   const d = cfg.hiddenSize;
