@@ -6,7 +6,7 @@
  * HF's order and preallocates all scratch once, so probs()/greedy() allocate nothing per call.
  */
 import { MexitError, OptionsError } from './errors.js';
-import { argmax, topKIndices } from './numerics.js';
+import { argmax, softmax, topKIndices } from './numerics.js';
 
 // PCG32 multiplier 6364136223846793005 split into 32-bit halves.
 const PCG_MULT_HI = 0x5851f42d;
@@ -384,4 +384,35 @@ function medianOfThree(a: number, b: number, c: number): number {
   }
   if (a >= c) return a;
   return b > c ? c : b;
+}
+
+/**
+ * Greedy or sampled choice of the next token through one warper, so a draft's q and the target's p are
+ * warped alike (what lossless speculative sampling needs).
+ */
+export class TokenPicker {
+  readonly rng: Rng;
+  private readonly scratch: Float32Array;
+
+  constructor(readonly warper: LogitsWarper, readonly doSample: boolean, seed: number) {
+    this.rng = new Rng(seed);
+    this.scratch = new Float32Array(warper.vocabSize);
+  }
+
+  /**
+   * Picks from `logits` given `history`. When sampling, the warped distribution is written to `probsOut`
+   * (kept by the caller as the draft distribution q) before the draw.
+   */
+  pick(logits: Float32Array, history: Int32Array, probsOut: Float32Array = this.scratch): number {
+    if (!this.doSample) return this.warper.greedy(logits, history);
+    this.warper.probs(logits, history, probsOut);
+    return sampleCategorical(probsOut, this.rng);
+  }
+
+  /** Probability the picker gave `token` (sampled: q(token) from `probs`; greedy: softmax max of logits). */
+  confidence(logits: Float32Array, token: number, probs: Float32Array): number {
+    if (this.doSample) return probs[token];
+    softmax(logits, this.scratch);
+    return this.scratch[token];
+  }
 }

@@ -1,9 +1,9 @@
 /**
- * Acceptance rules for speculative decoding (REFERENCE §1, step 3). Pure functions on token ids and
+ * Acceptance rules for speculative decoding (REFERENCE §1, step 3). Pure functions on token ids, logits and
  * Float32Array distributions; nothing here knows about models or caches.
  */
 import { MexitError, sampleCategorical } from '@mexit/core';
-import type { Rng } from '@mexit/core';
+import type { Rng, TokenPicker } from '@mexit/core';
 
 /**
  * Greedy acceptance: the length n of the longest prefix with `draftTokens[i] === targetTokens[i]`.
@@ -132,5 +132,57 @@ export class SpeculativeSampler {
         `acceptSampled: ${name}[${index}] must have the vocabulary size ${this.vocabSize}, got ${probs === undefined ? 'undefined' : probs.length}`,
       );
     }
+  }
+}
+
+/** Inputs of {@link DraftAcceptance.accept}: one round's drafts and the full model's logits for them. */
+export interface RoundToJudge {
+  picker: TokenPicker;
+  /** History with the drafts at [committed, committed + drafts): the repetition penalty of row i reads its first committed + i ids. */
+  history: Int32Array;
+  committed: number;
+  drafts: readonly number[];
+  /** Sampling: q_i per draft. */
+  draftProbs?: readonly Float32Array[];
+  /** [rows, vocab] target logits, rows = drafts (no bonus row) or drafts + 1. */
+  logits: Float32Array;
+  bonus: boolean;
+}
+
+/**
+ * The acceptance step of a round: warps each target row exactly like the drafts were warped, then applies
+ * the greedy rule (longest agreeing prefix, then the target's token) or lossless speculative sampling.
+ * Holds its scratch, so a round allocates only its result.
+ */
+export class DraftAcceptance {
+  private readonly sampler: SpeculativeSampler;
+  private readonly targetProbs: Float32Array[] = [];
+  private targets = new Int32Array(16);
+
+  constructor(private readonly vocabSize: number) {
+    this.sampler = new SpeculativeSampler(vocabSize);
+  }
+
+  accept(r: RoundToJudge): { accepted: number; next: number | null } {
+    const V = this.vocabSize;
+    const rows = r.drafts.length + (r.bonus ? 1 : 0);
+    const row = (i: number) => r.logits.subarray(i * V, (i + 1) * V);
+    const historyAt = (i: number) => r.history.subarray(0, r.committed + i);
+    if (!r.picker.doSample) {
+      if (this.targets.length < rows) this.targets = new Int32Array(rows * 2);
+      for (let i = 0; i < rows; i++) this.targets[i] = r.picker.warper.greedy(row(i), historyAt(i));
+      const accepted = acceptGreedy(r.drafts, this.targets.subarray(0, rows));
+      return { accepted, next: accepted < rows ? this.targets[accepted] : null };
+    }
+    while (this.targetProbs.length < rows) this.targetProbs.push(new Float32Array(V));
+    for (let i = 0; i < rows; i++) r.picker.warper.probs(row(i), historyAt(i), this.targetProbs[i]);
+    const { accepted, nextToken } = this.sampler.acceptSampled({
+      draftTokens: r.drafts,
+      draftProbs: r.draftProbs ?? [],
+      targetProbs: this.targetProbs,
+      rng: r.picker.rng,
+      bonus: r.bonus,
+    });
+    return { accepted, next: nextToken };
   }
 }

@@ -4,7 +4,7 @@
  */
 import { LogitsWarper, OptionsError } from '@mexit/core';
 import type { ExitHeadKind, LinearQuantization, ModelRuntime } from '@mexit/model';
-import type { ContrastFunction } from './modes/acd.js';
+import { resolveAcdOptions, type ContrastFunction } from './modes/acd.js';
 import { parseConfidenceMeasure, type ConfidenceMeasure } from './modes/calm-confidence.js';
 
 export type DecodingMode = 'self-spec' | 'ar' | 'early-exit' | 'acd' | 'calm';
@@ -100,11 +100,49 @@ export interface ResolvedOptions {
   calm?: { threshold: number; measure: ConfidenceMeasure; minExitLayer: number; exitInterval: number; decay: number };
 }
 
-function bad(option: string, expected: string, got: unknown): OptionsError {
-  return new OptionsError('INVALID_OPTION', `${option} must be ${expected}, got ${JSON.stringify(got)}`);
+/** OptionsError INVALID_OPTION: "`option` must be `expected`, got `got`" (any value, safely formatted). */
+export function invalidOption(option: string, expected: string, got: unknown): OptionsError {
+  return new OptionsError('INVALID_OPTION', `${option} must be ${expected}, got ${formatValue(got)}`);
+}
+const bad = invalidOption;
+
+/** A short, never-throwing rendering of a user value for error messages. */
+export function formatValue(v: unknown): string {
+  if (typeof v === 'function') return 'a function';
+  if (typeof v === 'bigint') return `${v}n`;
+  try {
+    const s = JSON.stringify(v);
+    if (s === undefined) return String(v);
+    return s.length > 200 ? `${s.slice(0, 200)}…` : s;
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
 }
 
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+export const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+/** Default draft length d when neither the options nor the model record one. */
+export const DEFAULT_NUM_SPECULATIONS = 4;
+export const DEFAULT_MAX_NEW_TOKENS = 64;
+
+/**
+ * How exits are read unless told otherwise: a multi-exit checkpoint's own per-layer heads (as IBM's library
+ * does), else the model's final norm + LM head. The one home of this rule (CLI, eval and multi-exit use it).
+ */
+export function defaultExitHead(runtime: ModelRuntime): ExitHeadKind {
+  return runtime.availableExits().layerSpecific.length ? 'layer-specific' : 'shared';
+}
+
+/**
+ * The exit used when neither the options nor the model record one: ⌊L/4⌋, or with layer-specific heads the
+ * first headed layer at or above it (below L, so self-spec can draft there).
+ */
+export function defaultExitLayer(runtime: ModelRuntime, exitHead: ExitHeadKind = defaultExitHead(runtime)): number {
+  const L = runtime.numLayers;
+  const fallback = Math.max(1, Math.floor(L / 4));
+  const headed = exitHead === 'layer-specific' ? runtime.availableExits().layerSpecific.filter((l) => l < L) : [];
+  return headed.length ? (headed.find((l) => l >= fallback) ?? headed[headed.length - 1]) : fallback;
+}
 
 /** Validates `options` for `runtime` and fills in defaults. Throws OptionsError naming the option. */
 export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions = {}): ResolvedOptions {
@@ -113,22 +151,16 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
   const mode = options.mode ?? 'self-spec';
   if (!DECODING_MODES.includes(mode)) throw bad('mode', `one of ${DECODING_MODES.join(', ')}`, mode);
 
-  // Multi-exit checkpoints read exits through their own heads unless told otherwise (as IBM's library does).
-  const layerSpecific = runtime.availableExits().layerSpecific;
-  const exitHead = options.exitHead ?? (layerSpecific.length ? 'layer-specific' : 'shared');
-  // Default exit: ⌊L/4⌋, but with layer-specific heads one that has a head (below L, so self-spec can draft there).
-  const fallbackExit = Math.max(1, Math.floor(L / 4));
-  const headed = exitHead === 'layer-specific' ? layerSpecific.filter((l) => l < L) : [];
-  const defaultExit = headed.length ? (headed.find((l) => l >= fallbackExit) ?? headed[headed.length - 1]) : fallbackExit;
-  const exitLayer = options.exitLayer ?? cfg.recommendedExitLayer ?? defaultExit;
+  const exitHead = options.exitHead ?? defaultExitHead(runtime);
+  const exitLayer = options.exitLayer ?? cfg.recommendedExitLayer ?? defaultExitLayer(runtime, exitHead);
   if (!isInt(exitLayer) || exitLayer <= 0 || exitLayer > L || (mode === 'self-spec' && exitLayer >= L)) {
     throw bad('exitLayer', mode === 'self-spec' ? `an integer in 1..${L - 1} (the draft must skip at least one layer)` : `an integer in 1..${L}`, exitLayer);
   }
   if (mode === 'self-spec' || mode === 'early-exit') runtime.validateExit({ layer: exitLayer, head: exitHead });
 
-  const numSpeculations = options.numSpeculations ?? cfg.recommendedNumSpeculations ?? 4;
+  const numSpeculations = options.numSpeculations ?? cfg.recommendedNumSpeculations ?? DEFAULT_NUM_SPECULATIONS;
   if (!isInt(numSpeculations) || numSpeculations < 1) throw bad('numSpeculations', 'an integer ≥ 1', numSpeculations);
-  const maxNewTokens = options.maxNewTokens ?? 64;
+  const maxNewTokens = options.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   if (!isInt(maxNewTokens) || maxNewTokens < 1) throw bad('maxNewTokens', 'an integer ≥ 1', maxNewTokens);
   const seed = options.seed ?? 0;
   if (!isInt(seed)) throw bad('seed', 'an integer', seed);
@@ -189,20 +221,25 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
 }
 
 function resolveContrast(runtime: ModelRuntime, options: GenerateOptions): NonNullable<ResolvedOptions['contrast']> {
-  const L = runtime.numLayers;
-  const pair = options.contrastLayers;
-  if (!Array.isArray(pair) || pair.length !== 2) throw bad('contrastLayers', '[upper | "original", lower]', pair);
-  const [upper, lower] = pair;
-  if (lower === ('original' as unknown)) throw new OptionsError('INVALID_OPTION', `"original" is only allowed as the upper contrast layer`);
-  if (!isInt(lower) || lower < 1 || lower > L) throw bad('contrastLayers[1] (lower)', `an integer in 1..${L}`, lower);
-  if (upper !== 'original' && (!isInt(upper) || upper <= lower || upper > L)) {
-    throw bad('contrastLayers[0] (upper)', `"original" or an integer in ${lower + 1}..${L} (above the lower layer)`, upper);
-  }
-  const alpha = options.alpha ?? 0.1;
-  if (typeof alpha !== 'number' || !(alpha > 0 && alpha <= 1)) throw bad('alpha', 'a number in (0, 1]', alpha);
-  const minimumCandidates = options.minimumCandidates ?? 1;
-  if (!isInt(minimumCandidates) || minimumCandidates < 1) throw bad('minimumCandidates', 'an integer ≥ 1', minimumCandidates);
+  const [upper, lower] = checkContrastPair(runtime.numLayers, options.contrastLayers);
+  const { alpha, minimumCandidates } = resolveAcdOptions(options);
   return { upper, lower, alpha, minimumCandidates, fn: options.contrastFunction };
+}
+
+/**
+ * The one check of an ACD layer pair [upper | 'original', lower] against L layers: lower in 1..L, upper
+ * 'original' or above lower. `name` is the option being checked, for the message.
+ */
+export function checkContrastPair(numLayers: number, pair: unknown, name = 'contrastLayers'): [number | 'original', number] {
+  const L = numLayers;
+  if (!Array.isArray(pair) || pair.length !== 2) throw bad(name, '[upper | "original", lower]', pair);
+  const [upper, lower] = pair as unknown[];
+  if (lower === 'original') throw new OptionsError('INVALID_OPTION', `${name}: "original" is only allowed as the upper contrast layer`);
+  if (!isInt(lower) || lower < 1 || lower > L) throw bad(`${name}[1] (lower)`, `an integer in 1..${L}`, lower);
+  if (upper !== 'original' && (!isInt(upper) || upper <= lower || upper > L)) {
+    throw bad(`${name}[0] (upper)`, `"original" or an integer in ${lower + 1}..${L} (above the lower layer)`, upper);
+  }
+  return [upper as number | 'original', lower];
 }
 
 /** CALM confidence name → measure (re-exported for the CLI). */

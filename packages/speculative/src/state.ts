@@ -1,8 +1,8 @@
 /**
- * What every decoding mode shares during one generation: the KV cache, the token history (prompt +
- * committed tokens, used by the repetition penalty), the token picker, and the stage timers.
+ * What every decoding mode shares during one generation (`DecodeState`) and what a mode hands back
+ * (`TokenBlock`), with the two growable buffers they use.
  */
-import { Rng, sampleCategorical, softmax, type KvCache, type LogitsWarper } from '@mexit/core';
+import type { KvCache, TokenPicker } from '@mexit/core';
 
 /** Growable Int32 history; `view(n)` gives the first n ids without copying. */
 export class TokenHistory {
@@ -41,7 +41,7 @@ export class RowBuffer {
   }
 
   push(rows: Float32Array): void {
-    const need = (this.rows * this.width) + rows.length;
+    const need = this.rows * this.width + rows.length;
     if (need > this.buf.length) {
       const next = new Float32Array(Math.max(need, this.buf.length * 2));
       next.set(this.buf.subarray(0, this.rows * this.width));
@@ -56,50 +56,38 @@ export class RowBuffer {
   }
 }
 
-/** Greedy or sampled choice of the next token through one shared warper (same warp for p and q). */
-export class TokenPicker {
-  readonly rng: Rng;
-  private readonly scratch: Float32Array;
-
-  constructor(readonly warper: LogitsWarper, readonly doSample: boolean, seed: number) {
-    this.rng = new Rng(seed);
-    this.scratch = new Float32Array(warper.vocabSize);
-  }
-
-  /**
-   * Picks from `logits` given `history`. When sampling, the warped distribution is written to `probsOut`
-   * (kept by the caller as the draft distribution q) before the draw.
-   */
-  pick(logits: Float32Array, history: Int32Array, probsOut: Float32Array = this.scratch): number {
-    if (!this.doSample) return this.warper.greedy(logits, history);
-    this.warper.probs(logits, history, probsOut);
-    return sampleCategorical(probsOut, this.rng);
-  }
-
-  /** Probability the picker gave `token` (sampled: q(token) from `probs`; greedy: softmax max of logits). */
-  confidence(logits: Float32Array, token: number, probs: Float32Array): number {
-    if (this.doSample) return probs[token];
-    softmax(logits, this.scratch);
-    return this.scratch[token];
-  }
+/**
+ * Milliseconds per phase of one generation. Each timer means the same in every mode (0 where a mode has
+ * no such phase).
+ */
+export interface PhaseTimes {
+  /** Self-spec drafting: layers [0, E) + the exit head (or the drafter's own work). */
+  draft: number;
+  /** Self-spec verification: layers [E, L) + the head, or the full model over the drafts. */
+  verify: number;
+  /** One-token modes' model passes: ar, early-exit, ACD, CALM's layer chunks. */
+  forward: number;
+  /** CALM: K/V of the skipped layers, projected from the exit hidden state. */
+  propagate: number;
+  /** Picking tokens: warping, sampling, the acceptance rule, ACD's contrast, CALM's confidence. */
+  sampling: number;
 }
 
-export interface StageTimes {
-  draft: number;
-  verify: number;
-  sampling: number;
+export function newPhaseTimes(): PhaseTimes {
+  return { draft: 0, verify: 0, forward: 0, propagate: 0, sampling: 0 };
 }
 
 /** Per-generation state handed to a decoding mode. */
 export interface DecodeState {
   cache: KvCache;
+  /** Prompt + committed tokens (+ a round's drafts until it commits). The repetition penalty reads it. */
   history: TokenHistory;
   picker: TokenPicker;
   /** Prompt ids, not yet fed through any layer. */
   prompt: number[];
   /** Tokens still allowed (maxNewTokens − committed). */
   remaining(): number;
-  times: StageTimes;
+  times: PhaseTimes;
   isEos(id: number): boolean;
 }
 

@@ -38,12 +38,12 @@ export function resolveAcdOptions(options: AcdOptions = {}): Required<AcdOptions
   const alpha = options.alpha ?? DEFAULT_ACD_ALPHA;
   const minimumCandidates = options.minimumCandidates ?? DEFAULT_ACD_MINIMUM_CANDIDATES;
   if (typeof alpha !== 'number' || !(alpha > 0 && alpha <= 1)) {
-    throw new OptionsError('INVALID_OPTION', `ACD option alpha must be a number in (0, 1], got ${String(alpha)}`);
+    throw new OptionsError('INVALID_OPTION', `alpha must be a number in (0, 1], got ${String(alpha)}`);
   }
   if (typeof minimumCandidates !== 'number' || !Number.isInteger(minimumCandidates) || minimumCandidates < 1) {
     throw new OptionsError(
       'INVALID_OPTION',
-      `ACD option minimumCandidates must be an integer >= 1, got ${String(minimumCandidates)}`,
+      `minimumCandidates must be an integer >= 1, got ${String(minimumCandidates)}`,
     );
   }
   return { alpha, minimumCandidates };

@@ -12,9 +12,7 @@ export async function* stepwise(state: DecodeState, stage: Stage, fromDraft: boo
   for (;;) {
     let t = now();
     const out = await stage.run(state.cache, pending, pending.length - 1);
-    const elapsed = now() - t;
-    if (fromDraft) state.times.draft += elapsed;
-    else state.times.verify += elapsed;
+    state.times.forward += now() - t;
     t = now();
     const token = state.picker.pick(out.logits[0], state.history.view());
     state.times.sampling += now() - t;

@@ -81,7 +81,7 @@ export async function* calm(state: DecodeState, stages: CalmStages, settings: Ca
     for (let i = 0; i <= last; i++) {
       let time = now();
       const out = await chunks[i].run(state.cache, input, (input.length / (i === 0 ? 1 : hiddenSize)) - 1);
-      state.times.verify += now() - time;
+      state.times.forward += now() - time;
       input = out.hidden;
       if (i === last) {
         if (exitIndex < 0) {
@@ -105,7 +105,7 @@ export async function* calm(state: DecodeState, stages: CalmStages, settings: Ca
         // Skipped layers get K/V rows projected from this exit's hidden state.
         time = now();
         await stages.propagate.get(exitPoints[i])!.run(state.cache, out.hidden);
-        state.times.draft += now() - time;
+        state.times.propagate += now() - time;
         break;
       }
     }

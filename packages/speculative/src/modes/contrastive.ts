@@ -14,7 +14,7 @@ export async function* contrastive(state: DecodeState, stage: Stage, contrast: C
   for (;;) {
     let t = now();
     const out = await stage.run(state.cache, pending, pending.length - 1);
-    state.times.verify += now() - t;
+    state.times.forward += now() - t;
     t = now();
     contrast(out.logits[0], out.logits[1], logProbs);
     const token = state.picker.pick(logProbs, state.history.view());

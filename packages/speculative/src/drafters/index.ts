@@ -1,0 +1,26 @@
+/**
+ * Which drafter a self-spec run gets: the one place that reads the draft options. Plain greedy drafts
+ * (no sampling, no repetition penalty, no confidence threshold) may be picked inside a chain graph: the
+ * argmax there equals LogitsWarper.greedy.
+ */
+import type { ModelRuntime } from '@mexit/model';
+import type { ResolvedOptions } from '../options.js';
+import type { Drafter } from './drafter.js';
+import { QuantizedDrafter } from './own-cache.js';
+import { SharedCacheDrafter } from './shared-cache.js';
+
+export type { Draft, Drafter } from './drafter.js';
+export { QuantizedDrafter } from './own-cache.js';
+export { SharedCacheDrafter } from './shared-cache.js';
+
+export async function createDrafter(runtime: ModelRuntime, o: ResolvedOptions): Promise<Drafter> {
+  const plainGreedy = !o.doSample && o.warper.repetitionPenalty === 1 && o.draftConfidenceThreshold === 0;
+  const spec = {
+    exitLayer: o.exitLayer,
+    exitHead: o.exitHead,
+    chainLength: plainGreedy ? o.numSpeculations : undefined,
+    confidenceThreshold: o.draftConfidenceThreshold,
+  };
+  if (o.draftQuantization !== 'none') return QuantizedDrafter.create(runtime, spec, o.draftQuantization, o.doSample);
+  return SharedCacheDrafter.create(runtime, { ...spec, feedLast: o.bonusToken }, o.doSample);
+}
