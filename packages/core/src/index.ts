@@ -6,4 +6,4 @@ export * from './tensor.js';
 export * from './safetensors.js';
 export * from './torch-pickle.js';
 export * from './checkpoint.js';
-export * from './fixtures.js';
+export * from './msgpack-store.js';

@@ -32,8 +32,6 @@ export interface ModelConfig {
   /** gpt_neo only: per layer. */
   attentionLayers?: ('global' | 'local')[];
   windowSize?: number;
-  /** Multi-exit checkpoints (IBM layout): layers with their own `lm_head_<l>` (1-based). */
-  exitHeadLayers: number[];
   /** End-of-sequence ids from generation_config.json (falling back to config.json). */
   eosTokenIds: number[];
   bosTokenId?: number;
@@ -163,7 +161,7 @@ export function loadModelConfig(dir: string): ModelConfig {
       `model_type ${JSON.stringify(modelType)} is not supported (${path}); supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
     );
   }
-  let cfg: Omit<ModelConfig, 'exitHeadLayers' | 'eosTokenIds' | 'raw'>;
+  let cfg: Omit<ModelConfig, 'eosTokenIds' | 'raw'>;
   if (modelType === 'llama') {
     const hiddenSize = f.int('hidden_size');
     const numHeads = f.int('num_attention_heads');
@@ -241,8 +239,9 @@ export function loadModelConfig(dir: string): ModelConfig {
     };
   }
 
-  const exitHeadLayers = idList(raw.lm_head_layer_indices);
-  for (const l of exitHeadLayers) {
+  // Multi-exit checkpoints (IBM layout) list the layers with their own `lm_head_<l>` (1-based). The exits
+  // themselves are found from the tensors (exits.ts); an out-of-range entry still means a broken config.
+  for (const l of idList(raw.lm_head_layer_indices)) {
     if (l < 1 || l > cfg.numLayers) f.fail(`lm_head_layer_indices entry ${l} is outside 1..${cfg.numLayers}`);
   }
 
@@ -265,7 +264,6 @@ export function loadModelConfig(dir: string): ModelConfig {
   const recommendedDraftQuantization = recorded('mexit_draft_quantization', (v) => v === 'none' || v === 'int8' || v === 'int4', '"none", "int8" or "int4"') as ModelConfig['recommendedDraftQuantization'];
   return {
     ...cfg,
-    exitHeadLayers,
     eosTokenIds,
     bosTokenId: bos,
     recommendedExitLayer,

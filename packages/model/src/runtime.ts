@@ -15,6 +15,7 @@ import { gpt2Architecture } from './arch/gpt2.js';
 import { gptNeoArchitecture } from './arch/gpt-neo.js';
 import { availableExits, validateExit, type ExitSpec } from './exits.js';
 import { buildStageGraph, Stage, stageKey, validateStageSpec, type StageSpec } from './stages.js';
+import { QuantizedBlockCache } from './quantized-cache.js';
 import { MexitTokenizer } from './tokenizer.js';
 
 export interface RuntimeOptions {
@@ -32,7 +33,21 @@ export interface RuntimeOptions {
   spinning?: boolean;
   /** Pre-pack weights at session creation (faster matmuls, slower start). Default true. */
   prepacking?: boolean;
+  /**
+   * Directory for the on-disk cache of quantized draft weights (`StageSpec.quantize`), created on first
+   * write. Default: none, every int8 / int4 stage quantizes its weights in JS at build time (seconds at 1B
+   * parameters). With a directory, each weight's blocks are stored under `<cacheDir>/quantized/` as
+   * MessagePack, keyed by the checkpoint file's path, size and mtime, the tensor name(s), shape and bits, and
+   * read back by later builds, in this process or another. A stored file is used only when it passes its
+   * length and checksum checks; anything else (missing, truncated, stale) is recomputed and rewritten. The
+   * stage's weights are the same either way, bit for bit. Files are never deleted: clear the directory to
+   * reclaim space.
+   */
+  cacheDir?: string;
 }
+
+/** RuntimeOptions with the defaults filled in. */
+export type ResolvedRuntimeOptions = Required<Omit<RuntimeOptions, 'cacheDir'>> & Pick<RuntimeOptions, 'cacheDir'>;
 
 /** F32 weight bytes per default intra-op thread. */
 const BYTES_PER_THREAD = 16 * 2 ** 20;
@@ -61,16 +76,19 @@ export class ModelRuntime {
   private readonly stages = new Map<string, Promise<Stage>>();
   private readonly arch: Architecture;
   private readonly weights: WeightSource;
+  /** The quantized-weight cache under `options.cacheDir` (null without one); its counters tell hits from misses. */
+  readonly quantizedCache: QuantizedBlockCache | null;
 
   private constructor(
     readonly dir: string,
     readonly config: ModelConfig,
     readonly tensors: TensorMap,
     readonly tokenizer: MexitTokenizer | null,
-    readonly options: Required<RuntimeOptions>,
+    readonly options: ResolvedRuntimeOptions,
   ) {
     this.weights = new WeightSource(tensors, dir);
     this.arch = createArchitecture(config, this.weights);
+    this.quantizedCache = options.cacheDir === undefined ? null : new QuantizedBlockCache(options.cacheDir, tensors);
   }
 
   /**
@@ -84,10 +102,15 @@ export class ModelRuntime {
     const tokenizer = MexitTokenizer.load(dir);
     const threads = options.threads ?? defaultThreads(checkpointBytes(tensors));
     if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('RUNTIME_OPTIONS', `threads must be a positive integer, got ${threads}`);
+    const { cacheDir } = options;
+    if (cacheDir !== undefined && (typeof cacheDir !== 'string' || cacheDir === '')) {
+      throw new ConfigError('RUNTIME_OPTIONS', `cacheDir must be a non-empty path, got ${JSON.stringify(cacheDir)}`);
+    }
     const runtime = new ModelRuntime(dir, config, tensors, tokenizer, {
       threads,
       spinning: options.spinning ?? true,
       prepacking: options.prepacking ?? true,
+      ...(cacheDir === undefined ? {} : { cacheDir }),
     });
     for (const t of runtime.arch.requiredTensors()) runtime.weights.check(t.name, t.shape);
     return runtime;
@@ -129,7 +152,7 @@ export class ModelRuntime {
 
   private async buildStage(spec: StageSpec): Promise<Stage> {
     const t0 = performance.now();
-    const { bytes, weightBytes, externalData } = buildStageGraph(this.config, this.arch, this.weights, spec);
+    const { bytes, weightBytes, externalData } = buildStageGraph(this.config, this.arch, this.weights, spec, this.quantizedCache?.quantizer);
     const session = await ort.InferenceSession.create(bytes, {
       externalData,
       executionProviders: ['cpu'],

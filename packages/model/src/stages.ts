@@ -9,7 +9,7 @@
  */
 import ort from 'onnxruntime-node';
 import { CacheError, OptionsError, type KvCache } from '@mexit/core';
-import { attr, GraphBuilder, type LinearQuantization } from './onnx/builder.js';
+import { attr, GraphBuilder, type BlockQuantizer, type LinearQuantization } from './onnx/builder.js';
 import { OnnxType } from './onnx/encoder.js';
 import { createChainContexts, createStageContext, type Architecture, type WeightSource } from './arch/common.js';
 import { buildExit, exitKey, type ExitSpec } from './exits.js';
@@ -48,18 +48,21 @@ export interface StageResult {
   hidden: Float32Array;
   /** One [rows, vocab] array per exit, rows = n − logitsStart. */
   logits: Float32Array[];
-  numTokens: number;
 }
 
-/** Builds the ONNX graph of a stage. Exported for tests and graph inspection. */
+/**
+ * Builds the ONNX graph of a stage. Exported for tests and graph inspection. `quantizer` makes the quantized
+ * weights of a `quantize` stage (default quantizeBlocks; the runtime passes its on-disk cache's).
+ */
 export function buildStageGraph(
   cfg: ModelConfig,
   arch: Architecture,
   w: WeightSource,
   spec: StageSpec,
+  quantizer?: BlockQuantizer,
 ): { bytes: Uint8Array; weightBytes: number; externalData: { path: string; data: Uint8Array }[] } {
-  if (spec.chain) return buildChainGraph(cfg, arch, w, spec);
-  const g = new GraphBuilder(stageKey(spec), spec.quantize);
+  if (spec.chain) return buildChainGraph(cfg, arch, w, spec, quantizer);
+  const g = new GraphBuilder(stageKey(spec), spec.quantize, quantizer);
   const { hiddenSize: d, numKvHeads, headDim } = cfg;
   const embeds = spec.from === 0 && !spec.propagate;
   const input = embeds ? g.input('ids', OnnxType.INT64, ['n']) : g.input('hidden', OnnxType.FLOAT, ['n', d]);
@@ -104,8 +107,8 @@ export function buildStageGraph(
 }
 
 /** The graph of a `chain` stage: `spec.chain` passes over [0, to), each ending in the exit's argmax. */
-function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, spec: StageSpec) {
-  const g = new GraphBuilder(stageKey(spec), spec.quantize);
+function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, spec: StageSpec, quantizer?: BlockQuantizer) {
+  const g = new GraphBuilder(stageKey(spec), spec.quantize, quantizer);
   const { hiddenSize: d, numKvHeads, headDim } = cfg;
   const width = numKvHeads * headDim;
   const exit = spec.exits![0];
@@ -215,7 +218,7 @@ export class Stage {
     const logits: Float32Array[] = [];
     for (let i = 0; i < numExits; i++) logits.push(out[`logits_${i}`].data as Float32Array);
     const hidden = this.spec.propagate ? (input as Float32Array) : (out.hidden_out.data as Float32Array);
-    return { hidden, logits, numTokens: n };
+    return { hidden, logits };
   }
 
   /**

@@ -47,8 +47,8 @@ export class MexitGenerator {
 
   /** Loads a model directory; `options` holds runtime settings and default generation options. */
   static async fromPretrained(dir: string, options: GeneratorOptions = {}): Promise<MexitGenerator> {
-    const { threads, spinning, prepacking, ...defaults } = options;
-    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking });
+    const { threads, spinning, prepacking, cacheDir, ...defaults } = options;
+    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir });
     const generator = new MexitGenerator(runtime, defaults);
     resolveOptions(runtime, defaults); // fail fast on bad defaults
     return generator;

@@ -35,12 +35,27 @@ export type LinearQuantization = 'int8' | 'int4';
 /** Weights are quantized in blocks of this many input features, one F32 scale per block. */
 export const QUANT_BLOCK = 32;
 
+/** A weight's block-quantized copy in MatMulNBits layout (see quantizeBlocks). */
+export interface QuantizedBlocks {
+  /** [N, K / QUANT_BLOCK, QUANT_BLOCK · bits / 8] */
+  data: Uint8Array;
+  /** [N · K / QUANT_BLOCK] */
+  scales: Float32Array;
+}
+
+/**
+ * Supplies the quantized copy of an [N, K] graph weight: quantizeBlocks unless the graph is given another
+ * (the runtime's on-disk cache, which returns stored blocks equal to quantizeBlocks' result). `sources` are
+ * the names of the weights it is made of, in row order: one, or several for a linearsT join.
+ */
+export type BlockQuantizer = (w: Float32Array, N: number, K: number, bits: 4 | 8, sources: readonly string[]) => QuantizedBlocks;
+
 /**
  * Symmetric block quantization of an [N, K] weight in MatMulNBits layout: q = round(w / s) + 2^(bits−1)
  * per block of QUANT_BLOCK values along K, s = absmax / (2^(bits−1) − 1); 4-bit values are packed two per
  * byte, low nibble first. No zero-point tensor: the op's default is 2^(bits−1).
  */
-export function quantizeBlocks(w: Float32Array, N: number, K: number, bits: 4 | 8): { data: Uint8Array; scales: Float32Array } {
+export function quantizeBlocks(w: Float32Array, N: number, K: number, bits: 4 | 8): QuantizedBlocks {
   const blocks = K / QUANT_BLOCK;
   const blob = (QUANT_BLOCK * bits) / 8;
   const data = new Uint8Array(N * blocks * blob);
@@ -77,6 +92,8 @@ export class GraphBuilder {
   /** F32 data of the weights added so far, for linear layers that quantize them. */
   private readonly weightData = new Map<string, { data: Float32Array; dims: readonly number[] }>();
   private usesMicrosoftOps = false;
+  /** Weights joined by linearsT → the weights they are made of, in row order. */
+  private readonly joinedSources = new Map<string, readonly string[]>();
   /** Values renamed to a graph output's name by output(); later references to them must use the new name. */
   private readonly renamed = new Map<string, string>();
   /** Bytes of weights used by this graph (for memory reports). */
@@ -87,8 +104,15 @@ export class GraphBuilder {
    */
   readonly externalData: { path: string; data: Uint8Array }[] = [];
 
-  /** `quantize`: linear layers (`linearT`) read block-quantized copies of their weights (MatMulNBits). */
-  constructor(private readonly graphName: string, private readonly quantize?: LinearQuantization) {}
+  /**
+   * `quantize`: linear layers (`linearT`) read block-quantized copies of their weights (MatMulNBits), made
+   * by `quantizer`.
+   */
+  constructor(
+    private readonly graphName: string,
+    private readonly quantize?: LinearQuantization,
+    private readonly quantizer: BlockQuantizer = quantizeBlocks,
+  ) {}
 
   private fresh(hint: string): string {
     return `${hint}_${this.counter++}`;
@@ -189,8 +213,6 @@ export class GraphBuilder {
   add(a: string, b: string): string { return this.op('Add', [a, b]); }
   sub(a: string, b: string): string { return this.op('Sub', [a, b]); }
   mul(a: string, b: string): string { return this.op('Mul', [a, b]); }
-  div(a: string, b: string): string { return this.op('Div', [a, b]); }
-  neg(a: string): string { return this.op('Neg', [a]); }
   tanh(a: string): string { return this.op('Tanh', [a]); }
   sigmoid(a: string): string { return this.op('Sigmoid', [a]); }
   cos(a: string): string { return this.op('Cos', [a]); }
@@ -210,7 +232,7 @@ export class GraphBuilder {
     const qName = `${weightT}.q${bits}`;
     if (!this.initializerNames.has(qName)) {
       this.initializerNames.add(qName);
-      const { data, scales } = quantizeBlocks(w.data, N, K, bits);
+      const { data, scales } = this.quantizer(w.data, N, K, bits, this.joinedSources.get(weightT) ?? [weightT]);
       this.materialize(qName, OnnxType.UINT8, data, [N, K / QUANT_BLOCK, (QUANT_BLOCK * bits) / 8]);
       this.materialize(`${qName}.scales`, OnnxType.FLOAT, scales, [N * (K / QUANT_BLOCK)]);
     }
@@ -252,6 +274,7 @@ export class GraphBuilder {
         offset += w.data.length;
       }
       this.weight(name, data, [N, K]);
+      this.joinedSources.set(name, weightsT.flatMap((n) => this.joinedSources.get(n) ?? [n]));
     }
     return this.linearT(a, name);
   }
@@ -260,10 +283,7 @@ export class GraphBuilder {
   }
   gather(data: string, indices: string, axis = 0): string { return this.op('Gather', [data, indices], { axis: attr.int(axis) }); }
   reshape(a: string, shape: readonly number[]): string { return this.op('Reshape', [a, this.constI64(shape)]); }
-  reshapeDyn(a: string, shape: string): string { return this.op('Reshape', [a, shape]); }
-  transpose(a: string, perm: readonly number[]): string { return this.op('Transpose', [a], { perm: attr.ints(perm) }); }
   concat(inputs: string[], axis: number): string { return this.op('Concat', inputs, { axis: attr.int(axis) }); }
-  softmax(a: string, axis = -1): string { return this.op('Softmax', [a], { axis: attr.int(axis) }); }
   unsqueeze(a: string, axes: readonly number[]): string { return this.op('Unsqueeze', [a, this.constI64(axes)]); }
   squeeze(a: string, axes: readonly number[]): string { return this.op('Squeeze', [a, this.constI64(axes)]); }
   shape(a: string): string { return this.op('Shape', [a]); }
