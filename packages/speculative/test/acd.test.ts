@@ -1,7 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { MexitError, OptionsError, logSoftmax, openSafetensors } from '@mexit/core';
-import { AutoContrast, acdLogProbs, createAcdScratch, defaultContrast, resolveAcdOptions } from '../src/modes/acd.js';
+import { AutoContrast, resolveAcdOptions, type AcdOptions } from '../src/modes/acd.js';
+
+/** ACD log-probs through the one public entry point (a fresh AutoContrast per call). */
+const acdLogProbs = (upper: Float32Array, lower: Float32Array, out: Float32Array, options?: AcdOptions) =>
+  new AutoContrast(upper.length, options).logProbs(upper, lower, out);
 
 const GOLDENS = fileURLToPath(
   new URL('../../../fixtures/goldens/gpt2-multiexit-tiny/goldens.safetensors', import.meta.url),
@@ -130,27 +134,22 @@ describe('acdLogProbs', () => {
     }
   });
 
-  it('agrees across the function, AutoContrast, defaultContrast, scratch reuse and in-place output', () => {
+  it('agrees across fresh and reused AutoContrast instances, its contrast function and in-place output', () => {
     const vocab = 200;
     const upperLogits = randomLogits(vocab, 42, 3);
     const lowerLogits = randomLogits(vocab, 43, 3);
     const expected = acdLogProbs(upperLogits, lowerLogits, new Float32Array(vocab), { alpha: 0.05 });
     expect(Array.from(expected)).not.toEqual(Array.from(logSoftmax(upperLogits, new Float32Array(vocab))));
 
-    const scratch = createAcdScratch(vocab);
+    const auto = new AutoContrast(vocab, { alpha: 0.05 });
     for (let round = 0; round < 2; round++) {
-      const out = acdLogProbs(upperLogits, lowerLogits, new Float32Array(vocab), { alpha: 0.05, scratch });
+      const out = auto.logProbs(upperLogits, lowerLogits, new Float32Array(vocab)); // scratch reused
       expect(Array.from(out)).toEqual(Array.from(expected));
     }
-    const auto = new AutoContrast(vocab, { alpha: 0.05 });
     expect(Array.from(auto.logProbs(upperLogits, lowerLogits, new Float32Array(vocab)))).toEqual(Array.from(expected));
     const viaContrast = new Float32Array(vocab);
     auto.contrast(upperLogits, lowerLogits, viaContrast);
     expect(Array.from(viaContrast)).toEqual(Array.from(expected));
-    const fn = defaultContrast(0.05, 1);
-    const viaDefault = new Float32Array(vocab);
-    fn(upperLogits, lowerLogits, viaDefault);
-    expect(Array.from(viaDefault)).toEqual(Array.from(expected));
 
     const inPlace = upperLogits.slice();
     acdLogProbs(inPlace, lowerLogits, inPlace, { alpha: 0.05 });
@@ -198,7 +197,7 @@ describe('acdLogProbs', () => {
         expect((error as Error).message).toMatch(/minimumCandidates.*integer >= 1/);
       }
     }
-    expect(() => defaultContrast(2)).toThrowError(OptionsError);
+    expect(() => new AutoContrast(5, { alpha: 2 })).toThrowError(OptionsError);
     expect(() => new AutoContrast(5, { minimumCandidates: 0 })).toThrowError(OptionsError);
     expect(resolveAcdOptions({ alpha: 1 })).toEqual({ alpha: 1, minimumCandidates: 1 });
   });
@@ -217,7 +216,7 @@ describe('acdLogProbs', () => {
     expect(code(() => acdLogProbs(upper, f32([1, 2]), new Float32Array(5)))).toBe('SHAPE_MISMATCH');
     const lowerCopy = lower.slice();
     expect(code(() => acdLogProbs(upper, lowerCopy, lowerCopy))).toBe('SHAPE_MISMATCH');
-    expect(code(() => acdLogProbs(upper, lower, new Float32Array(5), { scratch: createAcdScratch(3) }))).toBe(
+    expect(code(() => new AutoContrast(3).logProbs(upper, lower, new Float32Array(5)))).toBe(
       'SHAPE_MISMATCH',
     );
     expect(code(() => acdLogProbs(upper, f32([1, -Infinity, 0, 0, 0]), new Float32Array(5)))).toBe(

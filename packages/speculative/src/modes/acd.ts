@@ -17,20 +17,12 @@ export interface AcdOptions {
 export const DEFAULT_ACD_ALPHA = 0.1;
 export const DEFAULT_ACD_MINIMUM_CANDIDATES = 1;
 
-/** Reusable work buffers for {@link acdLogProbs}; see {@link createAcdScratch}. */
-export interface AcdScratch {
+/** Work buffers of one AutoContrast. */
+interface AcdScratch {
   /** softmax(upper), vocabulary size. */
   upperProbs: Float32Array;
   /** Room for the indices of the `minimumCandidates` most probable upper tokens. */
   topIndices: Int32Array;
-}
-
-/** Allocates scratch for vocabularies up to `vocabSize` and head sets of up to `minimumCandidates` tokens. */
-export function createAcdScratch(vocabSize: number, minimumCandidates = DEFAULT_ACD_MINIMUM_CANDIDATES): AcdScratch {
-  return {
-    upperProbs: new Float32Array(vocabSize),
-    topIndices: new Int32Array(Math.max(1, Math.min(minimumCandidates, vocabSize))),
-  };
 }
 
 /** Validates ACD options and fills in defaults; OptionsError INVALID_OPTION names the bad option. */
@@ -50,7 +42,7 @@ export function resolveAcdOptions(options: AcdOptions = {}): Required<AcdOptions
 }
 
 /**
- * ACD log-probabilities, written into `out` (returned). With p_u = softmax(upper),
+ * ACD over one vocabulary: `logProbs` writes contrasted log-probabilities into `out`. With p_u = softmax(upper),
  * τ = min(alpha·max p_u, k-th largest p_u) (k = minimumCandidates, capped at the vocabulary size),
  * H = {x : p_u(x) ≥ τ} and S = Σ_H p_u:
  *   x ∈ H: log S + d(x) − logsumexp_H(d),   d = upper − lower (logit-difference form: finite even when the
@@ -58,24 +50,12 @@ export function resolveAcdOptions(options: AcdOptions = {}): Required<AcdOptions
  *   x ∉ H: log p_u(x).
  * When |H| = 1 the result is exactly logSoftmax(upper). exp(out) sums to 1.
  *
- * `out` may be `upper` (in place) but not `lower`. Without `scratch` a fresh one is allocated per call;
- * pass one (createAcdScratch) in hot loops. Throws MexitError NO_FINITE_LOGITS (from softmax) on NaN / +∞ /
+ * `out` may be `upper` (in place) but not `lower`. Throws MexitError NO_FINITE_LOGITS (from softmax) on NaN / +∞ /
  * all −∞ upper logits, and NON_FINITE_LOGITS when a head-set token's lower logit is NaN or −∞ (the contrast
  * is undefined there).
- */
-export function acdLogProbs(
-  upper: Float32Array,
-  lower: Float32Array,
-  out: Float32Array,
-  options?: AcdOptions & { scratch?: AcdScratch },
-): Float32Array {
-  const { alpha, minimumCandidates } = resolveAcdOptions(options);
-  const scratch = options?.scratch ?? createAcdScratch(upper.length, minimumCandidates);
-  return contrastInto(upper, lower, out, alpha, minimumCandidates, scratch);
-}
-
-/**
- * ACD with options validated once and scratch held for a fixed vocabulary size: `logProbs` allocates nothing.
+ *
+ * The one entry point of ACD: options are validated once and scratch is held for a fixed vocabulary size,
+ * so `logProbs` allocates nothing.
  */
 export class AutoContrast {
   readonly vocabSize: number;
@@ -91,10 +71,13 @@ export class AutoContrast {
     this.vocabSize = vocabSize;
     this.alpha = resolved.alpha;
     this.minimumCandidates = resolved.minimumCandidates;
-    this.scratch = createAcdScratch(vocabSize, resolved.minimumCandidates);
+    this.scratch = {
+      upperProbs: new Float32Array(vocabSize),
+      topIndices: new Int32Array(Math.max(1, Math.min(resolved.minimumCandidates, vocabSize))),
+    };
   }
 
-  /** See {@link acdLogProbs}. */
+  /** Contrasted log-probabilities of one position, written into `out` (returned). */
   logProbs(upper: Float32Array, lower: Float32Array, out: Float32Array): Float32Array {
     return contrastInto(upper, lower, out, this.alpha, this.minimumCandidates, this.scratch);
   }
@@ -102,24 +85,6 @@ export class AutoContrast {
   /** This instance as a {@link ContrastFunction}. */
   readonly contrast: ContrastFunction = (upper, lower, out) => {
     this.logProbs(upper, lower, out);
-  };
-}
-
-/**
- * The default ACD contrast as a {@link ContrastFunction}. Options are validated now; scratch is allocated on
- * the first call and reallocated only if the vocabulary size changes.
- */
-export function defaultContrast(
-  alpha = DEFAULT_ACD_ALPHA,
-  minimumCandidates = DEFAULT_ACD_MINIMUM_CANDIDATES,
-): ContrastFunction {
-  resolveAcdOptions({ alpha, minimumCandidates });
-  let scratch: AcdScratch | undefined;
-  return (upper, lower, out) => {
-    if (scratch === undefined || scratch.upperProbs.length !== upper.length) {
-      scratch = createAcdScratch(upper.length, minimumCandidates);
-    }
-    contrastInto(upper, lower, out, alpha, minimumCandidates, scratch);
   };
 }
 
