@@ -7,7 +7,7 @@ export { MexitGenerator, SelfSpeculativeGenerator, type GenerationEvent, type Ge
 export type { GenerationStats } from './stats.js';
 export type { PhaseTimes } from './state.js';
 export {
-  resolveOptions, defaultExitHead, defaultExitLayer, checkContrastPair, parseConfidenceMeasure, DECODING_MODES,
+  resolveOptions, defaultExitHead, defaultExitLayer, checkContrastPair, parseConfidenceMeasure, DECODING_MODES, DRAFTERS, type DrafterKind,
   DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SPECULATIONS, type DecodingMode, type GenerateOptions, type ResolvedOptions,
 } from './options.js';
 export { encodePrompt } from './prompt.js';

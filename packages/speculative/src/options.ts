@@ -8,6 +8,9 @@ import { resolveAcdOptions, type ContrastFunction } from './modes/acd.js';
 import { parseConfidenceMeasure, type ConfidenceMeasure } from './modes/calm-confidence.js';
 
 export type DecodingMode = 'self-spec' | 'ar' | 'early-exit' | 'acd' | 'calm';
+/** Self-spec drafters: the model's first layers + an exit head (LayerSkip), or n-gram lookup in the history. */
+export type DrafterKind = 'early-exit' | 'prompt-lookup';
+export const DRAFTERS: readonly DrafterKind[] = ['early-exit', 'prompt-lookup'];
 export const DECODING_MODES: readonly DecodingMode[] = ['self-spec', 'ar', 'early-exit', 'acd', 'calm'];
 
 export interface GenerateOptions {
@@ -17,6 +20,12 @@ export interface GenerateOptions {
   exitLayer?: number;
   /** Which head reads the exit: 'shared' (final norm + LM head, default), 'layer-specific', 'cast'. */
   exitHead?: ExitHeadKind;
+  /**
+   * Self-spec: who drafts. 'early-exit' (default): layers [0, E) and an exit head. 'prompt-lookup': the
+   * tokens that followed the latest earlier occurrence of the history's last 1–3 tokens (no model work;
+   * wins on repetitive text); the full model verifies them, so the output is unchanged either way.
+   */
+  drafter?: DrafterKind;
   /** Maximum drafts per round (d ≥ 1). Default: the model's recommendation, else 4. */
   numSpeculations?: number;
   /** Default 64. */
@@ -84,6 +93,7 @@ export interface ResolvedOptions {
   mode: DecodingMode;
   exitLayer: number;
   exitHead: ExitHeadKind;
+  drafter: DrafterKind;
   numSpeculations: number;
   maxNewTokens: number;
   doSample: boolean;
@@ -183,13 +193,19 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
     throw bad('draftConfidenceThreshold', 'a number in [0, 1)', draftConfidenceThreshold);
   }
 
-  const draftQuantization = options.draftQuantization ?? cfg.recommendedDraftQuantization ?? 'none';
+  const drafter = options.drafter ?? 'early-exit';
+  if (!DRAFTERS.includes(drafter)) throw bad('drafter', `one of ${DRAFTERS.join(', ')}`, drafter);
+  if (drafter === 'prompt-lookup' && options.draftQuantization !== undefined && options.draftQuantization !== 'none') {
+    throw new OptionsError('CONTRADICTION', `draftQuantization ${formatValue(options.draftQuantization)} applies to the early-exit drafter, not "prompt-lookup"`);
+  }
+  const draftQuantization = drafter === 'prompt-lookup' ? 'none' : (options.draftQuantization ?? cfg.recommendedDraftQuantization ?? 'none');
   if (!(['none', 'int8', 'int4'] as unknown[]).includes(draftQuantization)) throw bad('draftQuantization', "'none', 'int8' or 'int4'", draftQuantization);
 
   const resolved: ResolvedOptions = {
     mode,
     exitLayer,
     exitHead,
+    drafter,
     numSpeculations,
     maxNewTokens,
     doSample,

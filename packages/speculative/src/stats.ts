@@ -16,6 +16,8 @@ export interface GenerationStats {
   /** ACD: the [upper | 'original', lower] pair, as resolved for this run. */
   contrastLayers?: [number | 'original', number];
   numSpeculations?: number;
+  /** Self-spec: who drafted. */
+  drafter?: ResolvedOptions['drafter'];
   /** Self-spec: how the draft layers ran ('none' = exact weights on the shared cache). */
   draftQuantization?: ResolvedOptions['draftQuantization'];
   promptTokens: number;
@@ -85,14 +87,16 @@ export class StatsRecorder {
   finish(promptTokens: number, newTokens: number, totalMs: number, times: PhaseTimes, stopReason: StopReason): GenerationStats {
     const o = this.o;
     const selfSpec = o.mode === 'self-spec';
+    const layerDrafts = selfSpec && o.drafter === 'early-exit';
     const phases = times.draft + times.verify + times.forward + times.propagate + times.sampling;
     const stats: GenerationStats = {
       mode: o.mode,
-      exitLayer: selfSpec || o.mode === 'early-exit' ? o.exitLayer : undefined,
-      exitHead: o.mode === 'ar' ? undefined : o.exitHead,
+      exitLayer: layerDrafts || o.mode === 'early-exit' ? o.exitLayer : undefined,
+      exitHead: o.mode === 'ar' || (selfSpec && !layerDrafts) ? undefined : o.exitHead,
       contrastLayers: o.contrast ? [o.contrast.upper, o.contrast.lower] : undefined,
       numSpeculations: selfSpec ? o.numSpeculations : undefined,
-      draftQuantization: selfSpec ? o.draftQuantization : undefined,
+      drafter: selfSpec ? o.drafter : undefined,
+      draftQuantization: layerDrafts ? o.draftQuantization : undefined,
       promptTokens,
       newTokens,
       rounds: this.rounds,
@@ -105,7 +109,7 @@ export class StatsRecorder {
       tokenSources: this.tokenSources,
       stopReason,
     };
-    if (selfSpec && this.criticalLayers > 0) stats.layerBoundSpeedup = (newTokens * this.numLayers) / this.criticalLayers;
+    if (layerDrafts && this.criticalLayers > 0) stats.layerBoundSpeedup = (newTokens * this.numLayers) / this.criticalLayers;
     if (o.mode === 'calm') {
       stats.meanLayersPerToken = newTokens ? this.layersRun / newTokens : 0;
       stats.exitHistogram = this.exitHistogram;

@@ -119,12 +119,12 @@ interface Sample {
  * generator instances running concurrently (each seed is its own generation, so the result does not depend
  * on the split). Iteration stops after two tokens: nothing later is needed.
  */
-async function firstTwoTokens(gens: SelfSpeculativeGenerator[], options: GenerateOptions, seedBase: number, n = SAMPLES): Promise<Sample> {
+async function firstTwoTokens(gens: SelfSpeculativeGenerator[], options: GenerateOptions, seedBase: number, n = SAMPLES, prompt = PROMPT): Promise<Sample> {
   const sample: Sample = { counts: new Map(), fromDraft: 0, fromTarget: 0 };
   const lane = async (gen: SelfSpeculativeGenerator, from: number, to: number) => {
     for (let i = from; i < to; i++) {
       const ids: number[] = [];
-      for await (const event of gen.events(PROMPT, { ...options, doSample: true, seed: seedBase + i })) {
+      for await (const event of gen.events(prompt, { ...options, doSample: true, seed: seedBase + i })) {
         ids.push(event.token);
         if (event.fromDraft) sample.fromDraft++;
         else sample.fromTarget++;
@@ -188,6 +188,20 @@ describe('self-spec sampling has the ar distribution (gpt2-tiny, first two token
     expect(result.df).toBeGreaterThanOrEqual(20);
     expect(result.pValue, JSON.stringify(result)).toBeGreaterThan(P_THRESHOLD);
     expect(spec.fromDraft).toBeGreaterThan(2000);
+  });
+
+  it('prompt-lookup drafts (deterministic, one-hot q) on a repeating prompt: χ² does not reject', async () => {
+    // The suffix [1, 5, 9] occurred before, followed by 242 and 1: the first round drafts those. 242 is the
+    // full model's top token after this prompt (found by a search over the vocabulary), so drafts are often
+    // accepted and both paths of the acceptance rule are exercised.
+    const repeating = [1, 5, 9, 242, 1, 5, 9];
+    const ar = await firstTwoTokens(gens, { ...hot, mode: 'ar', maxNewTokens: 2 }, 9_000_000, SAMPLES, repeating);
+    const spec = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', drafter: 'prompt-lookup', numSpeculations: 2, maxNewTokens: 3 }, 10_000_000, SAMPLES, repeating);
+    const result = chiSquareHomogeneity(ar.counts, spec.counts);
+    expect(result.df).toBeGreaterThanOrEqual(20);
+    expect(result.pValue, JSON.stringify(result)).toBeGreaterThan(P_THRESHOLD);
+    expect(spec.fromDraft).toBeGreaterThan(1000);
+    expect(spec.fromTarget).toBeGreaterThan(1000);
   });
 
   it('negative control: lossy early-exit sampling (E = 2) vs ar is rejected by the same test', async () => {

@@ -7,13 +7,16 @@ import type { ModelRuntime } from '@mexit/model';
 import type { ResolvedOptions } from '../options.js';
 import type { Drafter } from './drafter.js';
 import { QuantizedDrafter } from './own-cache.js';
+import { PromptLookupDrafter } from './prompt-lookup.js';
 import { SharedCacheDrafter } from './shared-cache.js';
 
 export type { Draft, Drafter } from './drafter.js';
 export { QuantizedDrafter } from './own-cache.js';
 export { SharedCacheDrafter } from './shared-cache.js';
+export { PromptLookupDrafter, DEFAULT_PROMPT_LOOKUP_NGRAM } from './prompt-lookup.js';
 
 export async function createDrafter(runtime: ModelRuntime, o: ResolvedOptions): Promise<Drafter> {
+  if (o.drafter === 'prompt-lookup') return new PromptLookupDrafter(runtime.config.vocabSize, o.doSample);
   const plainGreedy = !o.doSample && o.warper.repetitionPenalty === 1 && o.draftConfidenceThreshold === 0;
   const spec = {
     exitLayer: o.exitLayer,
