@@ -1,19 +1,24 @@
-import { defineConfig } from 'vitest/config';
 import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
 
-const src = (pkg: string) => fileURLToPath(new URL(`./packages/${pkg}/src/index.ts`, import.meta.url));
+const src = (file: string) => fileURLToPath(new URL(`./packages/${file}`, import.meta.url));
 
-// Tests run against package sources, so `pnpm test` needs no build step.
+// Tests run against package sources, so `pnpm test` needs no build step. Subpaths come before their
+// package root, which would otherwise swallow them.
 export default defineConfig({
   resolve: {
-    alias: {
-      '@mexit/core': src('core'),
-      '@mexit/model': src('model'),
-      '@mexit/speculative': src('speculative'),
-    },
+    alias: [
+      { find: /^@mexit\/core$/, replacement: src('core/src/index.ts') },
+      { find: /^@mexit\/model\/onnx$/, replacement: src('model/src/onnx.ts') },
+      { find: /^@mexit\/model$/, replacement: src('model/src/index.ts') },
+      { find: /^@mexit\/speculative\/eval$/, replacement: src('speculative/src/eval/index.ts') },
+      { find: /^@mexit\/speculative\/drafters$/, replacement: src('speculative/src/drafters/index.ts') },
+      { find: /^@mexit\/speculative\/lowlevel$/, replacement: src('speculative/src/lowlevel.ts') },
+      { find: /^@mexit\/speculative$/, replacement: src('speculative/src/index.ts') },
+    ],
   },
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'bench/**/*.test.ts'],
+    include: ['packages/*/test/**/*.test.ts', 'bench/**/*.test.ts', 'examples/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',

@@ -29,6 +29,8 @@ export interface FlagSpec {
   default?: string;
   help: string;
   short?: string;
+  /** Heading the flag is listed under in --help (flags without one are listed under "Options"). */
+  group?: string;
 }
 
 export interface ParsedFlags {
@@ -42,7 +44,6 @@ export function repoPath(...segments: string[]): string {
 }
 
 export const DEFAULT_MODEL_DIR = 'fixtures/models/tinystories-ee';
-export const DEFAULT_DATA_FILE = 'fixtures/data/valid-small.txt';
 
 /** `--model` if given, else the bundled model; UsageError MODEL_MISSING when the bundled one is absent. */
 export function resolveModelDir(given: string | undefined): string {

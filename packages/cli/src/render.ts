@@ -23,16 +23,22 @@ export function useColour(io: CliIo, json: boolean): boolean {
 export const GREEN = '\x1b[32m';
 export const RESET = '\x1b[0m';
 
-/** Usage screen of one command: synopsis, description and every flag with its default. */
+/** Usage screen of one command: synopsis, description and every flag with its default, under its group's heading. */
 export function commandUsage(command: string, synopsis: string, description: string, flags: readonly FlagSpec[]): string {
   const rows = flags.map((f) => {
     const name = `${f.short ? `-${f.short}, ` : '    '}--${f.name}${f.value ? ` ${f.value}` : ''}${f.multiple ? ' (repeatable)' : ''}`;
     const def = f.default !== undefined ? ` (default: ${f.default})` : f.type === 'boolean' ? ' (default: off)' : '';
-    return [name, f.help + def] as const;
+    return { group: f.group ?? 'Options', name, help: f.help + def };
   });
-  const width = Math.min(36, Math.max(...rows.map(([n]) => n.length)) + 2);
-  const lines = rows.map(([n, h]) => (n.length + 2 > width ? `  ${n}\n  ${' '.repeat(width)}${h}` : `  ${n.padEnd(width)}${h}`));
-  return `Usage: mexit ${command} ${synopsis}\n\n${description}\n\nOptions:\n${lines.join('\n')}\n`;
+  const width = Math.min(36, Math.max(...rows.map((r) => r.name.length)) + 2);
+  const sections: string[] = [];
+  for (const group of new Set(rows.map((r) => r.group))) {
+    const lines = rows
+      .filter((r) => r.group === group)
+      .map(({ name, help }) => (name.length + 2 > width ? `  ${name}\n  ${' '.repeat(width)}${help}` : `  ${name.padEnd(width)}${help}`));
+    sections.push(`${group}:\n${lines.join('\n')}`);
+  }
+  return `Usage: mexit ${command} ${synopsis}\n\n${description}\n\n${sections.join('\n\n')}\n`;
 }
 
 /** Top-level usage: the commands. */
@@ -76,31 +82,28 @@ export function scoresSummary(scores: Float32Array, kind: 'logits' | 'logprobs',
   return lines.join('\n') + '\n';
 }
 
-export interface ModeDetails {
-  exitHead?: string;
-  contrast?: { upper: number | 'original'; lower: number };
-  numLayers: number;
-}
-
 /**
  * One line of generation statistics, e.g.
- * `42 tokens · 118.3 tok/s · mode self-spec E=3 d=4 · 78% accepted · ~1.9x vs ar estimate`.
+ * `42 tokens · 118.3 tok/s · mode self-spec E=3 d=4 · 78% accepted · layer bound 1.9×`. The layer bound
+ * is an upper limit from layer counts (GenerationStats.layerBoundSpeedup), not a measurement; the
+ * measured speed is the tok/s beside it.
  */
-export function statsLine(stats: GenerationStats, details: ModeDetails): string {
+export function statsLine(stats: GenerationStats, numLayers: number): string {
   const parts = [`${stats.newTokens} token${stats.newTokens === 1 ? '' : 's'}`, `${formatRate(stats.tokensPerSecond)} tok/s`];
   let mode = `mode ${stats.mode}`;
-  const head = details.exitHead && details.exitHead !== 'shared' ? ` (${details.exitHead} head)` : '';
+  const head = stats.mode !== 'ar' && stats.exitHead && stats.exitHead !== 'shared' ? ` (${stats.exitHead} head)` : '';
   const quantized = stats.draftQuantization && stats.draftQuantization !== 'none' ? ` ${stats.draftQuantization} drafts` : '';
-  if (stats.mode === 'self-spec') mode += ` E=${stats.exitLayer} d=${stats.numSpeculations}${head}${quantized}`;
+  const drafter = stats.drafter && stats.drafter !== 'early-exit' ? ` ${stats.drafter} drafter` : '';
+  if (stats.mode === 'self-spec') mode += drafter ? ` d=${stats.numSpeculations}${drafter}` : ` E=${stats.exitLayer} d=${stats.numSpeculations}${head}${quantized}`;
   else if (stats.mode === 'early-exit') mode += ` E=${stats.exitLayer}${head}`;
-  else if (stats.mode === 'acd' && details.contrast) mode += ` ${details.contrast.upper},${details.contrast.lower}${head}`;
+  else if (stats.mode === 'acd' && stats.contrastLayers) mode += ` ${stats.contrastLayers[0]},${stats.contrastLayers[1]}${head}`;
   parts.push(mode);
   if (stats.mode === 'self-spec') {
     parts.push(`${Math.round(stats.acceptanceRate * 100)}% accepted`);
-    if (stats.estimatedSpeedup !== undefined) parts.push(`~${stats.estimatedSpeedup.toFixed(1)}x vs ar estimate`);
+    if (stats.layerBoundSpeedup !== undefined) parts.push(`layer bound ${stats.layerBoundSpeedup.toFixed(1)}×`);
   }
   if (stats.mode === 'calm' && stats.meanLayersPerToken !== undefined) {
-    parts.push(`${stats.meanLayersPerToken.toFixed(2)} of ${details.numLayers} layers/token`);
+    parts.push(`${stats.meanLayersPerToken.toFixed(2)} of ${numLayers} layers/token`);
   }
   parts.push(`stop: ${stats.stopReason}`);
   return parts.join(' · ');

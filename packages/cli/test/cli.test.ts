@@ -219,7 +219,7 @@ describe('mexit generate', () => {
     expect(plain.code).toBe(0);
     expect(plain.stdout.trim().split(/\s+/).map(Number)).toEqual(greedy0.slice(0, 12));
     expect(plain.stdout).not.toContain('\x1b[');
-    expect(plain.stderr).toMatch(/^12 tokens · [\d.]+ tok\/s · mode self-spec E=3 d=2 · \d+% accepted · ~[\d.]+x vs ar estimate · stop: max-new-tokens\n$/);
+    expect(plain.stderr).toMatch(/^12 tokens · [\d.]+ tok\/s · mode self-spec E=3 d=2 · \d+% accepted · layer bound [\d.]+× · stop: max-new-tokens\n$/);
     const int8 = await cli([...args, '--draft-quantization', 'int8']);
     expect(int8.stdout).toEqual(plain.stdout);
     expect(int8.stderr).toMatch(/ · mode self-spec E=3 d=2 int8 drafts · /);
@@ -338,5 +338,51 @@ describe('errors and usage', () => {
     for (const row of report.perplexity.rows) expect(Number.isFinite(row.perplexity) && (row.perplexity as number) > 1).toBe(true);
     expect(report.lambada.examples).toBe(2);
     expect(report.speed.rows.length).toBeGreaterThan(0);
+  });
+
+  it('eval --data takes any text file: 1 MB on one line without <|endoftext|> separators, progress on stderr', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mexit-cli-eval-'));
+    tmpDirs.push(dir);
+    const path = join(dir, 'one-line.txt');
+    const sentences = ['The cat sat on the mat.', 'A dog ran to the park.', 'Sam had a big red ball.'];
+    let text = '';
+    for (let i = 0; text.length < 1_050_000; i++) text += `${sentences[i % 3]} `;
+    writeFileSync(path, text);
+    const run = await cli(['eval', '--data', path, '--max-tokens', '256', '--lambada-examples', '2', '--json', ...T1]);
+    expect(run.code, run.stderr).toBe(0);
+    const report = oneJson(run) as { perplexity: { tokens: number }; lambada: { examples: number } };
+    expect(report.perplexity.tokens).toBe(256);
+    expect(report.lambada.examples).toBe(2);
+    expect(run.stderr).toMatch(/^eval: perplexity over 256 tokens\n/);
+  });
+
+  it('generate --help groups its flags under headings', async () => {
+    const help = (await cli(['generate', '--help'])).stdout;
+    const headings = [...help.matchAll(/^(\S[^\n]*):$/gm)].map((m) => m[1]);
+    expect(headings).toEqual([
+      'Prompt',
+      'Sampling (greedy unless --do-sample)',
+      'Self-speculative decoding (--mode self-spec) and exits (early-exit)',
+      'Auto-contrastive decoding (--mode acd)',
+      'CALM per-token exit (--mode calm)',
+      'Model, runtime and output',
+    ]);
+    expect(help.indexOf('--top-p')).toBeGreaterThan(help.indexOf('Sampling'));
+    expect(help.indexOf('--top-p')).toBeLessThan(help.indexOf('Self-speculative'));
+  });
+
+  it('generate --drafter prompt-lookup gives the ar ids and names the drafter in the stats line', async () => {
+    const p = '1,5,9,242,1,5,9,242,1,5';
+    const base = ['generate', '--model', GPT2, '--prompt-ids', p, '--max-new-tokens', '10', '--eos-ids', '', ...T1];
+    const ar = oneJson(await cli([...base, '--mode', 'ar', '--json'])) as { ids: number[] };
+    const lookup = await cli([...base, '--drafter', 'prompt-lookup', '--json']);
+    expect(lookup.code, lookup.stderr).toBe(0);
+    const result = oneJson(lookup) as { ids: number[]; stats: { drafter: string } };
+    expect(result.ids).toEqual(ar.ids);
+    expect(result.stats.drafter).toBe('prompt-lookup');
+    const plain = await cli([...base, '--drafter', 'prompt-lookup']);
+    expect(plain.stderr).toMatch(/mode self-spec d=\d+ prompt-lookup drafter/);
+    const wrong = await cli([...base, '--mode', 'ar', '--drafter', 'prompt-lookup']);
+    expect([wrong.code, wrong.stderr]).toEqual([2, expect.stringMatching(/^error \[CONTRADICTION\]: --drafter only applies to --mode self-spec/)]);
   });
 });

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import ort from 'onnxruntime-node';
-import { GraphBuilder, OnnxType, type LinearQuantization } from '@mexit/model';
+import { GraphBuilder, OnnxType, type LinearQuantization } from '@mexit/model/onnx';
 
 function random(n: number, seed: number): Float32Array {
   let s = seed >>> 0;

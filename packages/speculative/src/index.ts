@@ -1,23 +1,17 @@
 /**
- * @mexit/speculative: the generator, its options, results and errors. Lower-level pieces (acceptance
- * rules, drafters, ACD, CALM, multi-exit configuration) are exported too, for tools and tests; evaluation
- * lives at the `@mexit/speculative/eval` subpath.
+ * @mexit/speculative: the generator, its options, results and errors, and IBM's multi-exit configuration.
+ * Subpaths hold the rest: `@mexit/speculative/eval` (evaluate), `@mexit/speculative/drafters` (the Drafter
+ * interface and its implementations), `@mexit/speculative/lowlevel` (acceptance rules, verifier, sink,
+ * ACD and CALM building blocks) for tools and tests.
  */
 export { MexitGenerator, SelfSpeculativeGenerator, type GenerationEvent, type GenerationResult, type GeneratorOptions, type Prompt, type StopReason } from './generator.js';
 export type { GenerationStats } from './stats.js';
 export type { PhaseTimes } from './state.js';
 export {
-  resolveOptions, defaultExitHead, defaultExitLayer, checkContrastPair, parseConfidenceMeasure, DECODING_MODES, DRAFTERS, type DrafterKind,
+  resolveOptions, defaultExitHead, defaultExitLayer, DECODING_MODES, DRAFTERS, type DrafterKind,
   DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SPECULATIONS, type DecodingMode, type GenerateOptions, type ResolvedOptions,
 } from './options.js';
-export { encodePrompt } from './prompt.js';
+export { type ContrastFunction, DEFAULT_ACD_ALPHA, DEFAULT_ACD_MINIMUM_CANDIDATES } from './modes/acd.js';
+export { CONFIDENCE_MEASURES, DEFAULT_CALM_DECAY_TAU, type ConfidenceMeasure } from './modes/calm-confidence.js';
 export { MexitError, OptionsError, AbortError, ConfigError, CacheError, CheckpointError, TokenizerError } from '@mexit/core';
-export * from './accept.js';
-export * from './drafters/index.js';
-export { Verifier } from './verify.js';
-export { StopStringMatcher } from './stopping.js';
-export { TokenSink } from './sink.js';
-export * from './modes/acd.js';
-export * from './modes/calm-confidence.js';
-export { CalmStages, calmExitPoints } from './modes/calm.js';
 export * from './multi-exit.js';

@@ -6,8 +6,8 @@
  */
 import { OptionsError } from '@mexit/core';
 import type { ExitHeadKind, ModelRuntime } from '@mexit/model';
-import { DEFAULT_ACD_ALPHA, DEFAULT_ACD_MINIMUM_CANDIDATES, type ContrastFunction } from './modes/acd.js';
-import type { GenerateOptions } from './options.js';
+import { resolveAcdOptions, type ContrastFunction } from './modes/acd.js';
+import { defaultExitHead, formatValue, invalidOption as invalid, isInt, type GenerateOptions } from './options.js';
 
 /** How exit hidden states are projected onto the vocabulary (IBM's VocabularyProjectionMode). */
 export type VocabProjectionMode = 'layer-specific' | 'shared-cast' | 'shared-direct';
@@ -39,19 +39,18 @@ export interface MultiExitConfiguration {
   lmHeadLayerIndices?: number[];
 }
 
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
-
-function invalid(option: string, expected: string, got: unknown): OptionsError {
-  return new OptionsError('INVALID_OPTION', `${option} must be ${expected}, got ${typeof got === 'function' ? 'a function' : JSON.stringify(got)}`);
-}
-
 function contradiction(message: string): OptionsError {
   return new OptionsError('CONTRADICTION', `Contradiction in multi-exit configuration: ${message}`);
 }
 
-/** The projection mode `config` asks for, or the checkpoint's default. OptionsError lists the valid ones. */
+/** The projection mode that reads exits with `head` (the inverse of HEAD_OF_MODE). */
+export function vocabProjectionModeOf(head: ExitHeadKind): VocabProjectionMode {
+  return head === 'layer-specific' ? 'layer-specific' : head === 'cast' ? 'shared-cast' : 'shared-direct';
+}
+
+/** The projection mode `config` asks for, or the one matching the generator's default head. OptionsError lists the valid ones. */
 export function resolveVocabProjectionMode(runtime: ModelRuntime, mode?: unknown): VocabProjectionMode {
-  if (mode === undefined) return runtime.availableExits().layerSpecific.length ? 'layer-specific' : 'shared-direct';
+  if (mode === undefined) return vocabProjectionModeOf(defaultExitHead(runtime));
   if (typeof mode === 'string' && (VOCAB_PROJECTION_MODES as readonly string[]).includes(mode)) return mode as VocabProjectionMode;
   throw invalid('vocabProjectionMode', `one of ${VOCAB_PROJECTION_MODES.map((m) => `'${m}'`).join(', ')}`, mode);
 }
@@ -116,13 +115,13 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
   const output = config.outputLayerIndex;
   const acdSettings = (['alpha', 'minimumCandidates', 'contrastFunction'] as const).filter((k) => config[k] !== undefined);
   if (contrast !== undefined && useOriginalHead) {
-    throw contradiction(`contrastLayerIndices ${JSON.stringify(contrast)} with useOriginalHead true (the default); set useOriginalHead: false`);
+    throw contradiction(`contrastLayerIndices ${formatValue(contrast)} with useOriginalHead true (the default); set useOriginalHead: false`);
   }
   if (output !== undefined && useOriginalHead) {
-    throw contradiction(`outputLayerIndex ${JSON.stringify(output)} with useOriginalHead true (the default); set useOriginalHead: false`);
+    throw contradiction(`outputLayerIndex ${formatValue(output)} with useOriginalHead true (the default); set useOriginalHead: false`);
   }
   if (output !== undefined && contrast !== undefined) {
-    throw contradiction(`both outputLayerIndex ${JSON.stringify(output)} and contrastLayerIndices ${JSON.stringify(contrast)}; choose one`);
+    throw contradiction(`both outputLayerIndex ${formatValue(output)} and contrastLayerIndices ${formatValue(contrast)}; choose one`);
   }
   if (contrast === undefined && acdSettings.length) {
     throw contradiction(`${acdSettings.join(', ')} only apply with contrastLayerIndices`);
@@ -141,7 +140,7 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
   if (!Array.isArray(contrast) || contrast.length !== 2) throw invalid('contrastLayerIndices', '[upper | "original", lower]', contrast);
   const [upperIn, lowerIn] = contrast;
   if (lowerIn === ('original' as unknown)) {
-    throw new OptionsError('INVALID_OPTION', `contrastLayerIndices: "original" is only allowed as the upper layer, got ${JSON.stringify(contrast)}`);
+    throw new OptionsError('INVALID_OPTION', `contrastLayerIndices: "original" is only allowed as the upper layer, got ${formatValue(contrast)}`);
   }
   const lower = requireExit('contrastLayerIndices[1] (lower)', lowerIn);
   let upper: number | 'original';
@@ -150,7 +149,7 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
   } else {
     upper = requireExit('contrastLayerIndices[0] (upper)', upperIn);
     if (upper <= lower) {
-      throw new OptionsError('INVALID_OPTION', `contrastLayerIndices: the upper layer must lie above the lower one (or be "original"), got ${JSON.stringify(contrast)}`);
+      throw new OptionsError('INVALID_OPTION', `contrastLayerIndices: the upper layer must lie above the lower one (or be "original"), got ${formatValue(contrast)}`);
     }
     if (mode === 'shared-cast' && upper === L) upper = 'original';
   }
@@ -167,13 +166,7 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
     options.contrastFunction = config.contrastFunction;
     return options;
   }
-  const alpha = config.alpha ?? DEFAULT_ACD_ALPHA;
-  if (typeof alpha !== 'number' || !(alpha > 0 && alpha <= 1)) throw invalid('alpha', 'a number in (0, 1]', alpha);
-  const minimumCandidates = config.minimumCandidates ?? DEFAULT_ACD_MINIMUM_CANDIDATES;
-  if (!isInt(minimumCandidates) || minimumCandidates < 1) throw invalid('minimumCandidates', 'an integer ≥ 1', minimumCandidates);
-  options.alpha = alpha;
-  options.minimumCandidates = minimumCandidates;
-  return options;
+  return { ...options, ...resolveAcdOptions(config) };
 }
 
 /** The library's run description: 'original_head', 'layer_<l>' or '<upper>_vs_<lower>'. */

@@ -258,5 +258,3 @@ export function checkContrastPair(numLayers: number, pair: unknown, name = 'cont
   return [upper as number | 'original', lower];
 }
 
-/** CALM confidence name → measure (re-exported for the CLI). */
-export { parseConfidenceMeasure };

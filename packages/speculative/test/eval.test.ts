@@ -10,17 +10,18 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OptionsError, openSafetensors, type TensorMap } from '@mexit/core';
 import { ModelRuntime } from '@mexit/model';
+import { SelfSpeculativeGenerator, type GenerateOptions } from '@mexit/speculative';
 import {
+  cutText,
   DEFAULT_EVAL_DATA_PATH,
-  SelfSpeculativeGenerator,
   evaluate,
+  PASSAGE_CHARS,
   firstWord,
   lastWordExample,
   splitStories,
   type EvalReport,
-  type GenerateOptions,
   type PerplexityRow,
-} from '@mexit/speculative';
+} from '@mexit/speculative/eval';
 
 const fixtures = fileURLToPath(new URL('../../../fixtures/', import.meta.url));
 const goldenDir = (name: string) => `${fixtures}goldens/${name}`;
@@ -306,6 +307,74 @@ describe('last-word task and speed (gpt2-multiexit-tiny with a 512-entry byte-le
     const long = `${'The cat sat on a mat and '.repeat(40)}then it slept.`;
     const report = await evaluate(runtime, { text: `${long}\n<|endoftext|>\nThe dog ran home.`, lambadaExamples: 5, speedTokens: 0, calmThresholds: [], acdPairs: [] });
     expect(report.lambadaExamples.map((e) => e.target)).toEqual(['home']);
+  });
+});
+
+describe('any text file (no <|endoftext|> lines, one line, CRLF, ≥ 1 MB)', () => {
+  let dir: string;
+  let runtime: ModelRuntime;
+  // Prose without story separators: varied sentences so the BPE and the last-word task have real words.
+  const words = ['cat', 'dog', 'sun', 'tree', 'ball', 'boat', 'bird', 'hat', 'cake', 'frog'];
+  const sentence = (i: number) => `The ${words[i % 10]} saw a ${words[(i * 7 + 3) % 10]} near the ${words[(i * 3 + 1) % 10]}.`;
+  const prose = (chars: number, join: (i: number) => string) => {
+    const parts: string[] = [];
+    let length = 0;
+    for (let i = 0; length < chars; i++) {
+      const piece = sentence(i) + join(i);
+      parts.push(piece);
+      length += piece.length;
+    }
+    return parts.join('');
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mexit-eval-text-'));
+    runtime = await ModelRuntime.load(`${fixtures}models/tinystories-ee`, { threads: 1 });
+  });
+  afterAll(async () => {
+    await runtime?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const small = { maxTokens: 300, lambadaExamples: 2, speedTokens: 0, calmThresholds: [], acdPairs: [] };
+  for (const [name, text] of [
+    ['LF lines, 1.1 MB', prose(1_100_000, (i) => (i % 5 === 4 ? '\n\n' : i % 2 ? '\n' : ' '))],
+    ['one line, 1.1 MB', prose(1_100_000, () => ' ')],
+    ['CRLF lines, 1.1 MB', prose(1_100_000, (i) => (i % 5 === 4 ? '\r\n\r\n' : '\r\n'))],
+  ] as const) {
+    it(`${name}: perplexity over the text's own tokens, last-word examples from its passages`, async () => {
+      expect(text.length).toBeGreaterThanOrEqual(1_000_000);
+      const path = join(dir, 'text.txt');
+      writeFileSync(path, text);
+      const report = await evaluate(runtime, { dataPath: path, ...small });
+      // The first tokens are the text's own encoding (cut long before any piece boundary).
+      const ids = runtime.tokenizer!.encode(text.slice(0, 5000)).slice(0, 300);
+      const direct = await evaluate(runtime, { ids, ...small, lambadaExamples: 0 });
+      expect(byLabel(report, 'original').tokens).toBe(299);
+      expect(byLabel(report, 'original').nll).toBeCloseTo(byLabel(direct, 'original').nll, 6);
+      expect(report.lambadaExamples).toHaveLength(2);
+      for (const ex of report.lambadaExamples) {
+        // A passage may end mid-sentence: the target is one of the text's words.
+        expect([...words, 'The', 'saw', 'a', 'near', 'the']).toContain(ex.target);
+        expect(ex.context.length).toBeLessThanOrEqual(PASSAGE_CHARS);
+        expect(text.replace(/\r/g, '')).toContain(ex.context.replace(/\r/g, ''));
+      }
+    });
+  }
+
+  it('cutText: pieces within the limit that join back to the text, cut at line or word ends, never inside a surrogate pair', () => {
+    const cases = [prose(50_000, (i) => (i % 3 ? '\r\n' : ' ')), prose(50_000, () => ' '), '😀'.repeat(20_000), 'x'.repeat(40_001)];
+    for (const text of cases) {
+      const pieces = [...cutText(text, 1000)];
+      expect(pieces.join('')).toBe(text);
+      for (const piece of pieces) {
+        expect(piece.length).toBeGreaterThan(0);
+        expect(piece.length).toBeLessThanOrEqual(1000);
+        const last = piece.charCodeAt(piece.length - 1);
+        expect(last >= 0xd800 && last < 0xdc00).toBe(false);
+      }
+      if (/\s/.test(text)) for (const piece of pieces.slice(0, -1)) expect(piece).toMatch(/\s$/);
+    }
   });
 });
 

@@ -1,18 +1,24 @@
 /**
- * `mexit eval`: a thin wrapper over `evaluate()` of @mexit/speculative (eval.ts), which scores the model
+ * `mexit eval`: a thin wrapper over `evaluate()` of @mexit/speculative (@mexit/speculative/eval), which scores the model
  * on a text file (perplexity per exit / ACD / CALM, last-word accuracy, tokens/s per mode).
  */
 import { existsSync } from 'node:fs';
 import { OptionsError } from '@mexit/core';
 import { ModelRuntime } from '@mexit/model';
-import { evaluate } from '@mexit/speculative';
-import { COMMON_FLAGS, DEFAULT_DATA_FILE, intFlag, parseFlags, repoPath, resolveModelDir, type FlagSpec } from '../args.js';
+import { DEFAULT_EVAL_DATA_PATH, DEFAULT_EVAL_MAX_TOKENS, DEFAULT_LAMBADA_EXAMPLES, evaluate } from '@mexit/speculative/eval';
+import { COMMON_FLAGS, intFlag, parseFlags, resolveModelDir, type FlagSpec } from '../args.js';
 import { commandUsage, type CliIo } from '../render.js';
 
 export const EVAL_FLAGS: readonly FlagSpec[] = [
-  { name: 'data', type: 'string', value: 'FILE', default: DEFAULT_DATA_FILE, help: 'text file to evaluate on' },
-  { name: 'max-tokens', type: 'string', value: 'N', default: '4096', help: 'perplexity over at most N tokens of the data' },
-  { name: 'lambada-examples', type: 'string', value: 'N', default: '100', help: 'stories used for the last-word task' },
+  {
+    name: 'data',
+    type: 'string',
+    value: 'FILE',
+    default: 'the bundled TinyStories validation stories',
+    help: 'text file to evaluate on: stories separated by lines <|endoftext|>, or any plain text',
+  },
+  { name: 'max-tokens', type: 'string', value: 'N', default: String(DEFAULT_EVAL_MAX_TOKENS), help: 'perplexity over at most N tokens of the data' },
+  { name: 'lambada-examples', type: 'string', value: 'N', default: String(DEFAULT_LAMBADA_EXAMPLES), help: 'stories used for the last-word task' },
   ...COMMON_FLAGS,
 ];
 
@@ -39,7 +45,7 @@ export function parseEvalArgs(argv: string[]): EvalRequest | 'help' {
   if (values.help) return 'help';
   return {
     modelDir: resolveModelDir(values.model as string | undefined),
-    dataPath: (values.data as string | undefined) ?? repoPath(DEFAULT_DATA_FILE),
+    dataPath: (values.data as string | undefined) ?? DEFAULT_EVAL_DATA_PATH,
     maxTokens: intFlag('max-tokens', values['max-tokens'] as string | undefined),
     lambadaExamples: intFlag('lambada-examples', values['lambada-examples'] as string | undefined),
     threads: intFlag('threads', values.threads as string | undefined),
@@ -51,7 +57,13 @@ export async function runEval(request: EvalRequest, io: CliIo): Promise<number> 
   if (!existsSync(request.dataPath)) throw new OptionsError('DATA_MISSING', `evaluation data not found: ${request.dataPath}`);
   const runtime = await ModelRuntime.load(request.modelDir, { threads: request.threads });
   try {
-    const report = await evaluate(runtime, { dataPath: request.dataPath, maxTokens: request.maxTokens, lambadaExamples: request.lambadaExamples });
+    const report = await evaluate(runtime, {
+      dataPath: request.dataPath,
+      maxTokens: request.maxTokens,
+      lambadaExamples: request.lambadaExamples,
+      // Progress goes to stderr, so stdout stays one document.
+      onProgress: (message) => io.stderr.write(`eval: ${message}\n`),
+    });
     io.stdout.write(request.json ? JSON.stringify(report.json) + '\n' : report.markdown.endsWith('\n') ? report.markdown : report.markdown + '\n');
     return 0;
   } finally {

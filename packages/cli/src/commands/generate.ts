@@ -6,8 +6,12 @@ import { ModelRuntime, type ChatMessage } from '@mexit/model';
 import {
   CONFIDENCE_MEASURES,
   DECODING_MODES,
-  SelfSpeculativeGenerator,
-  resolveOptions,
+  DEFAULT_ACD_ALPHA,
+  DEFAULT_ACD_MINIMUM_CANDIDATES,
+  DEFAULT_MAX_NEW_TOKENS,
+  DEFAULT_NUM_SPECULATIONS,
+  DRAFTERS,
+  MexitGenerator,
   type GenerateOptions,
   type GenerationResult,
   type Prompt,
@@ -28,13 +32,31 @@ import {
 } from '../args.js';
 import { GREEN, RESET, commandUsage, statsLine, useColour, type CliIo } from '../render.js';
 
+const PROMPT = 'Prompt';
+const SAMPLING = 'Sampling (greedy unless --do-sample)';
+const SELF_SPEC = 'Self-speculative decoding (--mode self-spec) and exits (early-exit)';
+const ACD = 'Auto-contrastive decoding (--mode acd)';
+const CALM = 'CALM per-token exit (--mode calm)';
+const RUNTIME = 'Model, runtime and output';
+
 export const GENERATE_FLAGS: readonly FlagSpec[] = [
-  { name: 'prompt', type: 'string', value: 'TEXT', help: 'prompt text (instead of the positional PROMPT)' },
-  { name: 'prompt-ids', type: 'string', value: '1,2,3', help: 'prompt token ids (no tokenizer needed)' },
-  { name: 'chat', type: 'boolean', help: "render the prompt as a user message through the model's chat template" },
-  { name: 'system', type: 'string', value: 'TEXT', help: 'system message (with --chat)' },
-  { name: 'mode', type: 'string', value: DECODING_MODES.join('|'), default: 'self-spec', help: 'decoding mode' },
+  { group: PROMPT, name: 'prompt', type: 'string', value: 'TEXT', help: 'prompt text (instead of the positional PROMPT)' },
+  { group: PROMPT, name: 'prompt-ids', type: 'string', value: '1,2,3', help: 'prompt token ids (no tokenizer needed)' },
+  { group: PROMPT, name: 'chat', type: 'boolean', help: "render the prompt as a user message through the model's chat template" },
+  { group: PROMPT, name: 'system', type: 'string', value: 'TEXT', help: 'system message (with --chat)' },
+  { group: PROMPT, name: 'mode', type: 'string', value: DECODING_MODES.join('|'), default: DECODING_MODES[0], help: 'decoding mode' },
+  { group: PROMPT, name: 'max-new-tokens', type: 'string', value: 'N', default: String(DEFAULT_MAX_NEW_TOKENS), help: 'maximum tokens to generate' },
+  { group: PROMPT, name: 'stop', type: 'string', multiple: true, value: 'STR', default: 'none', help: 'stop before this string (needs a tokenizer)' },
+  { group: PROMPT, name: 'eos-ids', type: 'string', value: '1,2', default: 'generation_config.json eos_token_id', help: "end-of-sequence ids ('' for none)" },
+  { group: SAMPLING, name: 'do-sample', type: 'boolean', help: 'sample instead of greedy decoding' },
+  { group: SAMPLING, name: 'temperature', type: 'string', value: 'T', default: '1', help: 'sampling temperature' },
+  { group: SAMPLING, name: 'top-k', type: 'string', value: 'K', default: '0 (off)', help: 'keep the K most probable tokens' },
+  { group: SAMPLING, name: 'top-p', type: 'string', value: 'P', default: '1 (off)', help: 'nucleus sampling mass' },
+  { group: SAMPLING, name: 'min-p', type: 'string', value: 'P', default: '0 (off)', help: 'drop tokens below P × the top probability' },
+  { group: SAMPLING, name: 'repetition-penalty', type: 'string', value: 'R', default: '1 (off)', help: 'HF repetition penalty' },
+  { group: SAMPLING, name: 'seed', type: 'string', value: 'S', default: '0', help: 'sampling seed' },
   {
+    group: SELF_SPEC,
     name: 'exit-layer',
     type: 'string',
     value: 'E',
@@ -42,35 +64,34 @@ export const GENERATE_FLAGS: readonly FlagSpec[] = [
     help: 'draft exit (self-spec) or exit (early-exit), 1-based block index',
   },
   {
+    group: SELF_SPEC,
     name: 'exit-head',
     type: 'string',
     value: 'KIND|l',
     default: 'layer-specific on multi-exit checkpoints, else shared',
-    help: "head that reads exits: shared, layer-specific or cast; a layer number l means exit layer l through its own layer-specific head",
+    help: 'head that reads exits: shared, layer-specific or cast; a layer number l means exit layer l through its own layer-specific head',
   },
-  { name: 'num-speculations', type: 'string', value: 'd', default: "the model's recommendation, else 4", help: 'maximum drafts per self-spec round' },
-  { name: 'max-new-tokens', type: 'string', value: 'N', default: '64', help: 'maximum tokens to generate' },
-  { name: 'do-sample', type: 'boolean', help: 'sample instead of greedy decoding' },
-  { name: 'temperature', type: 'string', value: 'T', default: '1', help: 'sampling temperature' },
-  { name: 'top-k', type: 'string', value: 'K', default: '0 (off)', help: 'keep the K most probable tokens' },
-  { name: 'top-p', type: 'string', value: 'P', default: '1 (off)', help: 'nucleus sampling mass' },
-  { name: 'min-p', type: 'string', value: 'P', default: '0 (off)', help: 'drop tokens below P × the top probability' },
-  { name: 'repetition-penalty', type: 'string', value: 'R', default: '1 (off)', help: 'HF repetition penalty' },
-  { name: 'seed', type: 'string', value: 'S', default: '0', help: 'sampling seed' },
-  { name: 'stop', type: 'string', multiple: true, value: 'STR', default: 'none', help: 'stop before this string (needs a tokenizer)' },
-  { name: 'eos-ids', type: 'string', value: '1,2', default: 'generation_config.json eos_token_id', help: "end-of-sequence ids ('' for none)" },
-  { name: 'draft-threshold', type: 'string', value: 'X', default: '0 (off)', help: "stop drafting when the draft token's probability is below X" },
-  { name: 'adaptive-draft', type: 'boolean', help: 'adapt the draft length between rounds' },
-  { name: 'draft-quantization', type: 'string', value: 'none|int8|int4', default: "the model's recommendation, else none", help: 'draft with quantized layers [0, E) on their own cache (the full model verifies)' },
-  { name: 'no-bonus-token', type: 'boolean', help: 'leave the last draft for the next round instead of verifying the bonus position' },
-  { name: 'contrast', type: 'string', value: 'U,L', help: "acd: upper exit U (or 'original') and lower exit L" },
-  { name: 'alpha', type: 'string', value: 'A', default: '0.1', help: 'acd: head-set threshold' },
-  { name: 'minimum-candidates', type: 'string', value: 'K', default: '1', help: 'acd: minimum head-set size' },
-  { name: 'calm-threshold', type: 'string', value: 'X', default: '0.9', help: 'calm: confidence threshold λ' },
-  { name: 'calm-confidence', type: 'string', value: CONFIDENCE_MEASURES.join('|'), default: 'softmax', help: 'calm: confidence measure' },
-  { name: 'calm-min-exit-layer', type: 'string', value: 'l', default: '1', help: 'calm: first layer allowed to exit' },
-  { name: 'calm-exit-interval', type: 'string', value: 'k', default: '1', help: 'calm: spacing of the exits' },
-  ...COMMON_FLAGS,
+  { group: SELF_SPEC, name: 'num-speculations', type: 'string', value: 'd', default: `the model's recommendation, else ${DEFAULT_NUM_SPECULATIONS}`, help: 'maximum drafts per self-spec round' },
+  { group: SELF_SPEC, name: 'drafter', type: 'string', value: DRAFTERS.join('|'), default: DRAFTERS[0], help: "who drafts: the model's first E layers, or n-gram lookup in the prompt and output" },
+  { group: SELF_SPEC, name: 'draft-threshold', type: 'string', value: 'X', default: '0 (off)', help: "stop drafting when the draft token's probability is below X" },
+  { group: SELF_SPEC, name: 'adaptive-draft', type: 'boolean', help: 'adapt the draft length between rounds' },
+  {
+    group: SELF_SPEC,
+    name: 'draft-quantization',
+    type: 'string',
+    value: 'none|int8|int4',
+    default: "the model's recommendation, else none",
+    help: 'draft with quantized layers [0, E) on their own cache (the full model verifies)',
+  },
+  { group: SELF_SPEC, name: 'no-bonus-token', type: 'boolean', help: 'leave the last draft for the next round instead of verifying the bonus position' },
+  { group: ACD, name: 'contrast', type: 'string', value: 'U,L', help: "upper exit U (or 'original') and lower exit L" },
+  { group: ACD, name: 'alpha', type: 'string', value: 'A', default: String(DEFAULT_ACD_ALPHA), help: 'head-set threshold' },
+  { group: ACD, name: 'minimum-candidates', type: 'string', value: 'K', default: String(DEFAULT_ACD_MINIMUM_CANDIDATES), help: 'minimum head-set size' },
+  { group: CALM, name: 'calm-threshold', type: 'string', value: 'X', default: '0.9', help: 'confidence threshold λ' },
+  { group: CALM, name: 'calm-confidence', type: 'string', value: CONFIDENCE_MEASURES.join('|'), default: CONFIDENCE_MEASURES[0], help: 'confidence measure' },
+  { group: CALM, name: 'calm-min-exit-layer', type: 'string', value: 'l', default: '1', help: 'first layer allowed to exit' },
+  { group: CALM, name: 'calm-exit-interval', type: 'string', value: 'k', default: '1', help: 'spacing of the exits' },
+  ...COMMON_FLAGS.map((f) => ({ ...f, group: RUNTIME })),
 ];
 
 export const GENERATE_SYNOPSIS = '[PROMPT] [--model DIR] [--mode MODE] [options]';
@@ -130,6 +151,7 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
     }
   }
   set('numSpeculations', intFlag('num-speculations', str('num-speculations')));
+  set('drafter', choiceFlag('drafter', str('drafter'), DRAFTERS));
   set('maxNewTokens', intFlag('max-new-tokens', str('max-new-tokens')));
   if (values['do-sample']) options.doSample = true;
   set('temperature', numberFlag('temperature', str('temperature')));
@@ -153,7 +175,7 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
   set('calmExitInterval', intFlag('calm-exit-interval', str('calm-exit-interval')));
 
   // resolveOptions ignores these outside their mode; a silently ignored flag would mislead.
-  const effectiveMode = mode ?? 'self-spec';
+  const effectiveMode = mode ?? DECODING_MODES[0];
   const onlyFor: [string, string][] = [
     ['alpha', 'acd'],
     ['minimum-candidates', 'acd'],
@@ -161,6 +183,7 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
     ['calm-confidence', 'calm'],
     ['calm-min-exit-layer', 'calm'],
     ['calm-exit-interval', 'calm'],
+    ['drafter', 'self-spec'],
   ];
   for (const [flag, needs] of onlyFor) {
     if (values[flag] !== undefined && effectiveMode !== needs) {
@@ -187,9 +210,8 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
 export async function runGenerate(request: GenerateRequest, io: CliIo): Promise<number> {
   const runtime = await ModelRuntime.load(request.modelDir, { threads: request.threads });
   try {
-    // Resolve first: bad options fail before any stage is built, and the stats line needs the head / pair.
-    const resolved = resolveOptions(runtime, request.options);
-    const generator = new SelfSpeculativeGenerator(runtime);
+    // The generator checks the options before it builds anything; the stats carry what was resolved.
+    const generator = new MexitGenerator(runtime);
     const colour = useColour(io, request.json);
     const hasTokenizer = runtime.tokenizer !== null;
     let result: GenerationResult | undefined;
@@ -212,13 +234,7 @@ export async function runGenerate(request: GenerateRequest, io: CliIo): Promise<
     if (request.json) {
       io.stdout.write(JSON.stringify({ ids: done.ids, text: done.text, stats: done.stats }) + '\n');
     } else {
-      io.stderr.write(
-        statsLine(done.stats, {
-          exitHead: resolved.mode === 'ar' ? undefined : resolved.exitHead,
-          contrast: resolved.contrast,
-          numLayers: runtime.numLayers,
-        }) + '\n',
-      );
+      io.stderr.write(`${statsLine(done.stats, runtime.numLayers)}\n`);
     }
     return 0;
   } finally {

@@ -2,9 +2,9 @@
  * `mexit logits`: next-token scores at the last prompt position: the full model, one exit (shared
  * exit on block l, or a checkpoint's layer-specific head), or ACD log-probs contrasting two exits.
  */
-import { OptionsError } from '@mexit/core';
 import { ModelRuntime, type ExitHeadKind, type ExitSpec } from '@mexit/model';
-import { AutoContrast } from '@mexit/speculative';
+import { DEFAULT_ACD_ALPHA, DEFAULT_ACD_MINIMUM_CANDIDATES, defaultExitHead } from '@mexit/speculative';
+import { AutoContrast, checkContrastPair, encodePrompt } from '@mexit/speculative/lowlevel';
 import {
   COMMON_FLAGS,
   UsageError,
@@ -35,8 +35,8 @@ export const LOGITS_FLAGS: readonly FlagSpec[] = [
     value: 'U,L',
     help: "print ACD log-probs contrasting upper exit U (or 'original') with lower exit L; read through layer-specific heads when the checkpoint has them",
   },
-  { name: 'alpha', type: 'string', value: 'A', default: '0.1', help: 'ACD head-set threshold (fraction of the top upper probability)' },
-  { name: 'minimum-candidates', type: 'string', value: 'K', default: '1', help: 'ACD minimum head-set size' },
+  { name: 'alpha', type: 'string', value: 'A', default: String(DEFAULT_ACD_ALPHA), help: 'ACD head-set threshold (fraction of the top upper probability)' },
+  { name: 'minimum-candidates', type: 'string', value: 'K', default: String(DEFAULT_ACD_MINIMUM_CANDIDATES), help: 'ACD minimum head-set size' },
   ...COMMON_FLAGS,
 ];
 
@@ -96,7 +96,7 @@ export function parseLogitsArgs(argv: string[]): LogitsRequest | 'help' {
     prompt,
     threads: intFlag('threads', values.threads as string | undefined),
     exit,
-    contrast: contrast && { upper: contrast[0], lower: contrast[1], alpha: alpha ?? 0.1, minimumCandidates: minimumCandidates ?? 1, head: headKind },
+    contrast: contrast && { upper: contrast[0], lower: contrast[1], alpha: alpha ?? DEFAULT_ACD_ALPHA, minimumCandidates: minimumCandidates ?? DEFAULT_ACD_MINIMUM_CANDIDATES, head: headKind },
     json: values.json === true,
   };
 }
@@ -113,14 +113,9 @@ export async function runLogits(request: LogitsRequest, io: CliIo): Promise<numb
     let title: string;
     if (request.contrast) {
       const c = request.contrast;
-      if (!Number.isInteger(c.lower) || c.lower < 1 || c.lower > L) {
-        throw new OptionsError('INVALID_OPTION', `--contrast lower layer must be an integer in 1..${L}, got ${c.lower}`);
-      }
-      if (c.upper !== 'original' && (c.upper <= c.lower || c.upper > L)) {
-        throw new OptionsError('INVALID_OPTION', `--contrast upper layer must be "original" or an integer in ${c.lower + 1}..${L} (above the lower layer), got ${c.upper}`);
-      }
-      // As the generator's ACD mode does: a multi-exit checkpoint's exits are read through its own heads.
-      const head = c.head ?? (runtime.availableExits().layerSpecific.length ? 'layer-specific' : 'shared');
+      checkContrastPair(L, [c.upper, c.lower], '--contrast');
+      // As the generator's ACD mode reads exits (the one rule: defaultExitHead).
+      const head = c.head ?? defaultExitHead(runtime);
       const upper: ExitSpec = c.upper === 'original' ? { layer: L, head: 'shared' } : { layer: c.upper, head };
       exits = [upper, { layer: c.lower, head }];
       title = `ACD log-probs, upper ${c.upper === 'original' ? 'original' : `${c.upper} (${head})`} vs lower ${c.lower} (${head})`;
@@ -152,15 +147,4 @@ export async function runLogits(request: LogitsRequest, io: CliIo): Promise<numb
   } finally {
     await runtime.dispose();
   }
-}
-
-/** Text → ids with the model's tokenizer (OptionsError NO_TOKENIZER without one); ids pass through. */
-function encodePrompt(runtime: ModelRuntime, prompt: string | number[]): number[] {
-  if (typeof prompt !== 'string') return prompt;
-  if (!runtime.tokenizer) {
-    throw new OptionsError('NO_TOKENIZER', `a text prompt needs a tokenizer, and ${runtime.dir} has no tokenizer.json; pass --prompt-ids instead`);
-  }
-  const ids = runtime.tokenizer.encode(prompt, { addSpecialTokens: true });
-  if (ids.length === 0) throw new OptionsError('EMPTY_PROMPT', 'the prompt is empty');
-  return ids;
 }
