@@ -58,7 +58,7 @@ for (let l = 1; l <= L; l++) {
   const e = early.get(l);
   const one = singleDraft.get(l);
   exitRows.push(
-    `| ${l}${l === L ? ' (full model)' : ''} | ${fix(pplByLayer.get(l))} | ${e ? fix(e.tokensPerSecond, 0) : l === L ? fix(spec.summary.arTokensPerSecond, 0) + ' (ar)' : '–'} | ${one ? pct(one.acceptance) : '–'} | ${b ? `${pct(b.acceptance)} (d = ${b.d})` : '–'} | ${b ? `${fix(b.speedup)}× (d = ${b.d})` : '–'} |`,
+    `| ${l}${l === L ? ' (full model)' : ''} | ${fix(pplByLayer.get(l))} | ${e ? fix(e.tokensPerSecond, 0) : l === L ? `${fix(spec.summary.arTokensPerSecond, 0)} (ar)` : '–'} | ${one ? pct(one.acceptance) : '–'} | ${b ? `${pct(b.acceptance)} (d = ${b.d})` : '–'} | ${b ? `${fix(b.speedup)}× (d = ${b.d})` : '–'} |`,
   );
 }
 

@@ -55,7 +55,7 @@ function stageSpecs(L, exitLayer, exitHead) {
 
 const SPEC_LABEL = {
   full: (L) => `full [0,${L}) + head@${L}`,
-  draft: (L, E) => `draft [0,${E}) + exit@${E}`,
+  draft: (_L, E) => `draft [0,${E}) + exit@${E}`,
   verify: (L, E) => `verify [${E},${L}) + head@${L}`,
 };
 

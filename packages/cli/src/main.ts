@@ -80,7 +80,7 @@ export async function runCli(argv: string[], io: CliIo = processIo()): Promise<n
       return 0;
     }
     if (first === '--version' || first === '-v') {
-      io.stdout.write(version() + '\n');
+      io.stdout.write(`${version()}\n`);
       return 0;
     }
     if (first === 'help') {
@@ -104,7 +104,7 @@ function reportError(err: unknown, io: CliIo, json: boolean, commandName: string
   // A failing stdout (the cause of some errors) must not turn error reporting into a crash.
   const writeJson = (code: string, message: string) => {
     try {
-      if (json) io.stdout.write(JSON.stringify({ error: { code, message } }) + '\n');
+      if (json) io.stdout.write(`${JSON.stringify({ error: { code, message } })}\n`);
     } catch {
       // reported on stderr below
     }
@@ -120,7 +120,7 @@ function reportError(err: unknown, io: CliIo, json: boolean, commandName: string
   }
   const message = err instanceof Error ? err.message : String(err);
   writeJson('INTERNAL_ERROR', message);
-  io.stderr.write(`error: ${message}\n${err instanceof Error && err.stack ? err.stack + '\n' : ''}`);
+  io.stderr.write(`error: ${message}\n${err instanceof Error && err.stack ? `${err.stack}\n` : ''}`);
   return 1;
 }
 

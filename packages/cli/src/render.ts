@@ -79,7 +79,7 @@ export function scoresSummary(scores: Float32Array, kind: 'logits' | 'logprobs',
     const p = probs ? probs[id] : Math.exp(scores[id]);
     lines.push(`  ${String(r + 1).padStart(4)}  ${String(id).padStart(7)}  ${scores[id].toFixed(4).padStart(10)}  ${p.toFixed(4).padStart(8)}  ${tokenLabel(id, tokenizer)}`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 /**

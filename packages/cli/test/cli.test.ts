@@ -15,8 +15,8 @@ import { LOGITS_FLAGS } from '../src/commands/logits.js';
 import { GREEN } from '../src/render.js';
 
 const goldensDir = fileURLToPath(new URL('../../../fixtures/goldens/', import.meta.url));
-const GPT2 = goldensDir + 'gpt2-tiny';
-const MULTI = goldensDir + 'gpt2-multiexit-tiny';
+const GPT2 = `${goldensDir}gpt2-tiny`;
+const MULTI = `${goldensDir}gpt2-multiexit-tiny`;
 const goldens = {
   gpt2: openSafetensors(join(GPT2, 'goldens.safetensors')),
   multi: openSafetensors(join(MULTI, 'goldens.safetensors')),
@@ -228,6 +228,7 @@ describe('mexit generate', () => {
     const drafted = json.stats.tokenSources.filter((s) => s === 'draft').length;
     const tty = await cli(args, { isTTY: true });
     expect(tty.stdout.split(GREEN).length - 1).toBe(drafted);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: strips the ANSI colour codes the CLI writes
     expect(tty.stdout.replace(/\x1b\[\d+m/g, '')).toBe(plain.stdout);
     const noColour = await cli(args, { isTTY: true, env: { NO_COLOR: '1' } });
     expect(noColour.stdout).toBe(plain.stdout);

@@ -121,8 +121,8 @@ function ranksAbove(x: Float32Array, i: number, j: number): boolean {
   if (a > b) return true;
   if (a < b) return false;
   // Equal, or at least one NaN.
-  const aNaN = a !== a;
-  const bNaN = b !== b;
+  const aNaN = Number.isNaN(a);
+  const bNaN = Number.isNaN(b);
   if (aNaN !== bNaN) return bNaN;
   return i < j;
 }

@@ -246,7 +246,7 @@ export class LogitsWarper {
     let total = 0;
     for (let i = 0; i < n; i++) {
       const value = scaled[i];
-      const w = value >= kth ? Math.exp(value - max) : value !== value ? NaN : 0;
+      const w = value >= kth ? Math.exp(value - max) : Number.isNaN(value) ? NaN : 0;
       weights[i] = w;
       total += w;
     }

@@ -69,7 +69,7 @@ export const DTYPES: readonly DType[] = Object.freeze(Object.keys(DTYPE_BYTES) a
 
 /** True when `s` names a supported dtype. */
 export function isDType(s: unknown): s is DType {
-  return typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
+  return typeof s === 'string' && Object.hasOwn(DTYPE_BYTES, s);
 }
 
 /** True for the dtypes getF32 can convert. */
@@ -127,7 +127,7 @@ function buildF16Table(): Uint32Array {
     let bits: number;
     if (exp === 0) {
       // zero or subnormal: mant · 2^-24 is exact in F32
-      scratch[0] = mant * 5.960464477539063e-8;
+      scratch[0] = mant * 2 ** -24;
       bits = scratchBits[0];
     } else if (exp === 31) {
       bits = 0x7f800000 | (mant << 13); // inf, or NaN keeping its payload
@@ -166,7 +166,8 @@ export function halfToF32(dtype: 'F16' | 'BF16', src: Uint16Array, out: Float32A
   if (dtype === 'BF16') {
     for (let i = 0; i < n; i++) outBits[i] = src[i] << 16;
   } else {
-    const table = (f16Table ??= buildF16Table());
+    f16Table ??= buildF16Table();
+    const table = f16Table;
     for (let i = 0; i < n; i++) outBits[i] = table[src[i]];
   }
   return out;

@@ -127,10 +127,10 @@ describe('sharded checkpoints', () => {
     writeIndex(missing, { ...goodMap, 'layer.2.n': 'model-00003-of-00003.safetensors' });
     expectCheckpointError(() => openCheckpoint(missing), 'CHECKPOINT_SHARD_MISSING', 'model-00003-of-00003.safetensors', "'layer.2.n'");
 
-    const escape = newDir('escape');
-    writeShards(escape);
-    writeIndex(escape, { ...goodMap, 'layer.1.n': '../both/model.safetensors' });
-    expectCheckpointError(() => openCheckpoint(escape), 'CHECKPOINT_INDEX', '../both/model.safetensors');
+    const escaping = newDir('escape');
+    writeShards(escaping);
+    writeIndex(escaping, { ...goodMap, 'layer.1.n': '../both/model.safetensors' });
+    expectCheckpointError(() => openCheckpoint(escaping), 'CHECKPOINT_INDEX', '../both/model.safetensors');
 
     const notJson = newDir('not-json');
     fs.writeFileSync(path.join(notJson, 'model.safetensors.index.json'), '{"weight_map": ');

@@ -102,7 +102,9 @@ export function buildStageGraph(
     readExits(l + 1, hidden);
   }
   if (!spec.propagate) g.output(hidden, 'hidden_out', OnnxType.FLOAT, ['n', d]);
-  exits.forEach((_, i) => g.output(exitOutputs.get(i)!, `logits_${i}`, OnnxType.FLOAT, ['rows', cfg.vocabSize]));
+  exits.forEach((_, i) => {
+    g.output(exitOutputs.get(i)!, `logits_${i}`, OnnxType.FLOAT, ['rows', cfg.vocabSize]);
+  });
   return { bytes: g.toBytes(), weightBytes: g.weightBytes, externalData: g.externalData };
 }
 

@@ -238,8 +238,8 @@ describe('chain stages (greedy drafts in one call)', () => {
 
 describe('unsafe checkpoints', () => {
   it('gpt2-tiny-evil is refused by the restricted unpickler before anything runs', async () => {
-    expect(existsSync(goldensDir + 'gpt2-tiny-evil/pytorch_model.bin')).toBe(true);
-    const err = await ModelRuntime.load(goldensDir + 'gpt2-tiny-evil').catch((e) => e);
+    expect(existsSync(`${goldensDir}gpt2-tiny-evil/pytorch_model.bin`)).toBe(true);
+    const err = await ModelRuntime.load(`${goldensDir}gpt2-tiny-evil`).catch((e) => e);
     expect(err).toBeInstanceOf(CheckpointError);
     expect(err.code).toBe('PICKLE_FORBIDDEN_GLOBAL');
   });

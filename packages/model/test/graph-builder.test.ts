@@ -38,7 +38,9 @@ describe('GraphBuilder.linearsT', () => {
           const x = g.input('x', OnnxType.FLOAT, [rows, K]);
           const names = weights.map((w, i) => g.weight(`w${i}`, w, [widths[i], K]));
           const outs = joined ? g.split(g.linearsT(x, names), 1, widths) : names.map((n) => g.linearT(x, n));
-          outs.forEach((o, i) => g.output(o, `y${i}`, OnnxType.FLOAT, [rows, widths[i]]));
+          outs.forEach((o, i) => {
+            g.output(o, `y${i}`, OnnxType.FLOAT, [rows, widths[i]]);
+          });
           return g;
         };
         const x = random(rows * K, 7);

@@ -137,7 +137,9 @@ describe('quantized weight cache (RuntimeOptions.cacheDir)', () => {
         writeMsgpackFile(f, { ...e, data: Array.from(e.data) }); // wrong type
       },
     ];
-    corruptions.forEach((corrupt, i) => corrupt(files[i]));
+    corruptions.forEach((corrupt, i) => {
+      corrupt(files[i]);
+    });
 
     const rt = await load(LLAMA, { cacheDir });
     expect(await outputs(rt)).toEqual(expected);

@@ -88,7 +88,7 @@ describe('GPT-2 byte-level BPE', () => {
       'Hello world',
       '   leading and trailing   ',
       'tabs\tand\nnewlines\r\n\n\nend',
-      ' '.repeat(70) + 'deep indent',
+      `${' '.repeat(70)}deep indent`,
       'héllo wörld — “quotes” 😀👍🏽🇫🇷 中文 日本語 한국어',
       'e\u0301 combining, \u200b zero width, \u00a0 nbsp',
       "I can't , won't . he 's",
@@ -244,7 +244,7 @@ describe('chat templates', () => {
     ];
     const body =
       '<|system|>\nYou are helpful.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n';
-    expect(sp.applyChatTemplate(conversation)).toBe(body + '<|assistant|>\n');
+    expect(sp.applyChatTemplate(conversation)).toBe(`${body}<|assistant|>\n`);
     expect(sp.applyChatTemplate(conversation, { addGenerationPrompt: false })).toBe(body);
     // No generation prompt after an assistant turn, even when asked.
     expect(sp.applyChatTemplate(conversation.slice(0, 3))).toBe(

@@ -48,8 +48,8 @@ describe('training tool smoke test', () => {
       expect(existsSync(join(modelDir, file)), file).toBe(true);
     }
     const config = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    expect(config['model_type']).toBe('llama');
-    expect(config['architectures']).toEqual(['LlamaForCausalLM']);
+    expect(config.model_type).toBe('llama');
+    expect(config.architectures).toEqual(['LlamaForCausalLM']);
 
     // safetensors header: 8-byte little-endian length, then JSON naming the HF Llama tensors in F16.
     const bytes = readFileSync(join(modelDir, 'model.safetensors'));
@@ -58,8 +58,8 @@ describe('training tool smoke test', () => {
       string,
       { dtype: string; shape: number[] }
     >;
-    const hidden = config['hidden_size'] as number;
-    const vocab = config['vocab_size'] as number;
+    const hidden = config.hidden_size as number;
+    const vocab = config.vocab_size as number;
     expect(header['model.embed_tokens.weight']).toMatchObject({ dtype: 'F16', shape: [vocab, hidden] });
     expect(header['model.layers.0.self_attn.q_proj.weight']?.dtype).toBe('F16');
     expect(header['lm_head.weight']).toBeUndefined(); // tied embeddings: HF does not store the head
@@ -68,7 +68,7 @@ describe('training tool smoke test', () => {
       string,
       unknown
     >;
-    expect(headsConfig['lm_head_layer_indices']).toEqual([2, 4]);
+    expect(headsConfig.lm_head_layer_indices).toEqual([2, 4]);
 
     // The engine loads both exports through the ordinary Llama path and runs them from text.
     const runtime = await ModelRuntime.load(modelDir, { threads: 1 });

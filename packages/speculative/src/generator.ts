@@ -185,6 +185,9 @@ export class MexitGenerator {
   }
 }
 
-/** The old name, kept as an alias: the generator runs every mode, not only self-speculation. */
+/**
+ * The old name, kept as an alias: the generator runs every mode, not only self-speculation.
+ * @alias
+ */
 export const SelfSpeculativeGenerator = MexitGenerator;
 export type SelfSpeculativeGenerator = MexitGenerator;

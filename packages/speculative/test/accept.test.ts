@@ -119,8 +119,8 @@ function simulate(setup: SimulationSetup): { first: Float64Array; pairs: Float64
       targetProbs[draftLength] = target[c];
       const { accepted, nextToken } = accept(args);
       for (let i = 0; i < accepted && count < emitted.length; i++) emitted[count++] = draftTokens[i];
-      emitted[count++] = nextToken;
-      context = nextToken;
+      emitted[count++] = nextToken as number;
+      context = nextToken as number;
     }
     first[emitted[0]]++;
     pairs[emitted[0] * V + emitted[1]]++;
@@ -341,7 +341,7 @@ describe('SpeculativeSampler.acceptSampled (deterministic cases)', () => {
           targetProbs: [target[0], target[1], target[3]],
           rng,
         });
-        out.push(accepted, nextToken);
+        out.push(accepted, nextToken as number);
       }
       return out;
     };

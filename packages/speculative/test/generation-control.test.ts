@@ -44,9 +44,13 @@ function buildFixtureModel(): string {
   for (const file of ['config.json', 'model.safetensors']) copyFileSync(join(fixture('goldens/gpt2-tiny'), file), join(dir, file));
   const gpt2 = JSON.parse(readFileSync(fixture('tokenizers/gpt2/tokenizer.json'), 'utf8'));
   const vocab: Record<string, number> = {};
-  gpt2ByteSymbols().forEach((symbol, id) => (vocab[symbol] = id));
+  gpt2ByteSymbols().forEach((symbol, id) => {
+    vocab[symbol] = id;
+  });
   const merges: string[] = gpt2.model.merges.slice(0, 256);
-  merges.forEach((merge, i) => (vocab[merge.split(' ').join('')] = 256 + i));
+  merges.forEach((merge, i) => {
+    vocab[merge.split(' ').join('')] = 256 + i;
+  });
   const tokenizerJson = {
     version: '1.0',
     truncation: null,
@@ -251,7 +255,7 @@ describe('EOS', () => {
         // Positions whose token appears there for the first time, accepted from a draft in the reference run,
         // and not the last token (so the block could have continued past it).
         const positions = ref.ids
-          .map((id, k) => k)
+          .map((_id, k) => k)
           .filter((k) => ref.ids.indexOf(ref.ids[k]) === k && specRef.stats.tokenSources[k] === 'draft' && k + 1 < ref.ids.length)
           .slice(0, 3);
         for (const k of positions) {

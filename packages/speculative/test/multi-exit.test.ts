@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MexitError, OptionsError, openSafetensors, type TensorMap } from '@mexit/core';
+import { type MexitError, OptionsError, openSafetensors, type TensorMap } from '@mexit/core';
 import { ModelRuntime } from '@mexit/model';
 import {
   SelfSpeculativeGenerator,

@@ -7,7 +7,8 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LogitsWarper, TokenPicker, type KvCache } from '@mexit/core';
-import { MexitGenerator, OptionsError, PromptLookupDrafter, type GenerateOptions } from '@mexit/speculative';
+import { MexitGenerator, OptionsError, type GenerateOptions } from '@mexit/speculative';
+import { PromptLookupDrafter } from '@mexit/speculative/drafters';
 import { newPhaseTimes, TokenHistory, type DecodeState } from '../src/state.js';
 
 const fixture = (path: string) => fileURLToPath(new URL(`../../../fixtures/${path}`, import.meta.url));
@@ -31,7 +32,7 @@ function stateWith(ids: number[], eos: number[] = []): DecodeState {
   return {
     cache: null as unknown as KvCache, // the lookup drafter never touches a cache
     history,
-    picker: new TokenPicker(new LogitsWarper(100), false, 0),
+    picker: new TokenPicker(new LogitsWarper(100, {}), false, 0),
     prompt: ids,
     remaining: () => 100,
     times: newPhaseTimes(),
@@ -69,13 +70,13 @@ describe('PromptLookupDrafter.draft', () => {
     for (let i = 0; i < 2; i++) {
       const q = draft.probs![i];
       expect(q[draft.tokens[i]]).toBe(1);
-      expect(q.reduce((a, b) => a + b, 0)).toBe(1);
+      expect(q.reduce((a: number, b: number) => a + b, 0)).toBe(1);
     }
     // Reused buffers are reset: the next round's q is one-hot at its own token only.
     const next = await d.draft(stateWith([5, 6, 7, 5, 6]), [6], 1);
     expect(next.tokens).toEqual([7]);
     expect(next.probs![0][7]).toBe(1);
-    expect(next.probs![0].reduce((a, b) => a + b, 0)).toBe(1);
+    expect(next.probs![0].reduce((a: number, b: number) => a + b, 0)).toBe(1);
   });
 });
 

@@ -64,7 +64,7 @@ export async function runEval(request: EvalRequest, io: CliIo): Promise<number> 
       // Progress goes to stderr, so stdout stays one document.
       onProgress: (message) => io.stderr.write(`eval: ${message}\n`),
     });
-    io.stdout.write(request.json ? JSON.stringify(report.json) + '\n' : report.markdown.endsWith('\n') ? report.markdown : report.markdown + '\n');
+    io.stdout.write(request.json ? `${JSON.stringify(report.json)}\n` : report.markdown.endsWith('\n') ? report.markdown : `${report.markdown}\n`);
     return 0;
   } finally {
     await runtime.dispose();

@@ -232,7 +232,7 @@ export async function runGenerate(request: GenerateRequest, io: CliIo): Promise<
     }
     const done = result!;
     if (request.json) {
-      io.stdout.write(JSON.stringify({ ids: done.ids, text: done.text, stats: done.stats }) + '\n');
+      io.stdout.write(`${JSON.stringify({ ids: done.ids, text: done.text, stats: done.stats })}\n`);
     } else {
       io.stderr.write(`${statsLine(done.stats, runtime.numLayers)}\n`);
     }

@@ -141,8 +141,8 @@ export async function runLogits(request: LogitsRequest, io: CliIo): Promise<numb
       scores = out.logits[0];
       key = 'logits';
     }
-    if (request.json) io.stdout.write(JSON.stringify({ [key]: Array.from(scores) }) + '\n');
-    else io.stdout.write(`prompt: ${ids.length} tokens\n` + scoresSummary(scores, key, runtime.tokenizer, title));
+    if (request.json) io.stdout.write(`${JSON.stringify({ [key]: Array.from(scores) })}\n`);
+    else io.stdout.write(`prompt: ${ids.length} tokens\n${scoresSummary(scores, key, runtime.tokenizer, title)}`);
     return 0;
   } finally {
     await runtime.dispose();

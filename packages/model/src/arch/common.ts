@@ -107,7 +107,8 @@ export function createChainContexts(
       cfg,
       w,
       get positions() {
-        return (positions ??= rows(all, 0));
+        positions ??= rows(all, 0);
+        return positions;
       },
       mask: maskBuilder(g, cfg, () => context.positions, () => (pass === 0 ? firstTotal : g.add(firstTotal, g.constI64([pass]))), pass > 0),
       rope() {
@@ -180,7 +181,6 @@ export function attention(
   scale: number,
 ): string {
   const { g, cfg } = ctx;
-  const kvWidth = cfg.numKvHeads * cfg.headDim;
   const keys = g.concat([pastK, newK], 1);
   const values = g.concat([pastV, newV], 1);
   const out = g.op('Attention', [q, keys, values, ctx.mask(layer)], {

@@ -224,7 +224,7 @@ export class GraphBuilder {
    */
   linearT(a: string, weightT: string, bias?: string): string {
     const w = this.quantize ? this.weightData.get(weightT) : undefined;
-    if (!w || w.dims.length !== 2 || w.dims[1] % QUANT_BLOCK !== 0) {
+    if (w?.dims.length !== 2 || w.dims[1] % QUANT_BLOCK !== 0) {
       return this.op('Gemm', bias ? [a, weightT, bias] : [a, weightT], { transB: attr.int(1) }, 'linear');
     }
     const [N, K] = w.dims;
@@ -261,7 +261,7 @@ export class GraphBuilder {
     if (!this.initializerNames.has(name)) {
       const parts = weightsT.map((n) => {
         const w = this.weightData.get(n);
-        if (!w || w.dims.length !== 2) throw new Error(`linearsT: ${n} is not a 2-D weight of this graph`);
+        if (w?.dims.length !== 2) throw new Error(`linearsT: ${n} is not a 2-D weight of this graph`);
         return w;
       });
       const K = parts[0].dims[1];

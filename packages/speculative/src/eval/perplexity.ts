@@ -95,7 +95,11 @@ export async function perplexity(runtime: ModelRuntime, tokens: readonly number[
     if (e.layer === L && head === 'shared') rows.unshift(row({ label: 'original', kind: 'original' }, exitNll[i]));
     else rows.push(row({ label: `exit ${e.layer} (${head})`, kind: 'exit', layer: e.layer, head }, exitNll[i]));
   });
-  p.acd.forEach(({ options: _, ...mode }, i) => rows.push(row(mode, acdNll[i])));
-  p.calm.forEach(({ options: _, ...mode }, i) => rows.push({ ...row(mode, calmNll[i]), meanExitLayer: calmLayers[i] / predicted }));
+  p.acd.forEach(({ options: _, ...mode }, i) => {
+    rows.push(row(mode, acdNll[i]));
+  });
+  p.calm.forEach(({ options: _, ...mode }, i) => {
+    rows.push({ ...row(mode, calmNll[i]), meanExitLayer: calmLayers[i] / predicted });
+  });
   return { rows, tokens: N, windows };
 }
