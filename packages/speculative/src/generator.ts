@@ -7,8 +7,7 @@ import { AbortError, OptionsError, TokenPicker } from '@mexit/core';
 import { ModelRuntime, type RuntimeOptions } from '@mexit/model';
 import { createDrafter } from './drafters/index.js';
 import { Verifier } from './verify.js';
-import { stepwise } from './modes/baselines.js';
-import { contrastive } from './modes/contrastive.js';
+import { stepwise } from './modes/stepwise.js';
 import { calm, CalmStages } from './modes/calm.js';
 import { AutoContrast } from './modes/acd.js';
 import { selfSpeculative } from './modes/self-spec.js';
@@ -123,7 +122,11 @@ export class MexitGenerator {
         const upper = c.upper === 'original' ? { layer: L } : { layer: c.upper, head: o.exitHead };
         const stage = await rt.stage({ from: 0, to: L, exits: [upper, { layer: c.lower, head: o.exitHead }] });
         const fn = c.fn ?? new AutoContrast(rt.config.vocabSize, { alpha: c.alpha, minimumCandidates: c.minimumCandidates }).contrast;
-        return contrastive(state, stage, fn, rt.config.vocabSize);
+        const logProbs = new Float32Array(rt.config.vocabSize); // reused every token
+        return stepwise(state, stage, false, ([upperLogits, lowerLogits]) => {
+          fn(upperLogits, lowerLogits, logProbs);
+          return logProbs;
+        });
       }
       case 'calm': {
         const c = o.calm!;

@@ -9,7 +9,7 @@ export type { GenerationStats } from './stats.js';
 export type { PhaseTimes } from './state.js';
 export {
   resolveOptions, defaultExitHead, defaultExitLayer, DECODING_MODES, DRAFTERS, type DrafterKind,
-  DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SPECULATIONS, type DecodingMode, type GenerateOptions, type ResolvedOptions,
+  DEFAULT_CALM_THRESHOLD, DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SPECULATIONS, type DecodingMode, type GenerateOptions, type ResolvedOptions,
 } from './options.js';
 export { type ContrastFunction, DEFAULT_ACD_ALPHA, DEFAULT_ACD_MINIMUM_CANDIDATES } from './modes/acd.js';
 export { CONFIDENCE_MEASURES, DEFAULT_CALM_DECAY_TAU, type ConfidenceMeasure } from './modes/calm-confidence.js';

@@ -78,7 +78,7 @@ export interface GenerateOptions {
   minimumCandidates?: number;
   /** ACD: custom contrast of upper/lower logits into log-probs. */
   contrastFunction?: ContrastFunction;
-  /** CALM: confidence threshold λ in (0, 1]. Default 0.9. */
+  /** CALM: confidence threshold λ in (0, 1]. Default DEFAULT_CALM_THRESHOLD (0.9). */
   calmThreshold?: number;
   /** CALM: 'softmax' (default), 'top-gap' or 'saturation'. */
   calmConfidence?: ConfidenceMeasure;
@@ -130,6 +130,9 @@ export function formatValue(v: unknown): string {
 }
 
 export const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+/** CALM's default confidence threshold λ. */
+export const DEFAULT_CALM_THRESHOLD = 0.9;
 
 /** Default draft length d when neither the options nor the model record one. */
 export const DEFAULT_NUM_SPECULATIONS = 4;
@@ -223,7 +226,7 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
   if (mode === 'acd') resolved.contrast = resolveContrast(runtime, options);
   else if (options.contrastLayers) throw new OptionsError('CONTRADICTION', `contrastLayers only applies to mode "acd", not "${mode}"`);
   if (mode === 'calm') {
-    const threshold = options.calmThreshold ?? 0.9;
+    const threshold = options.calmThreshold ?? DEFAULT_CALM_THRESHOLD;
     if (typeof threshold !== 'number' || !(threshold > 0 && threshold <= 1)) throw bad('calmThreshold', 'a number in (0, 1]', threshold);
     const minExitLayer = options.calmMinExitLayer ?? 1;
     if (!isInt(minExitLayer) || minExitLayer < 1 || minExitLayer > L) throw bad('calmMinExitLayer', `an integer in 1..${L}`, minExitLayer);

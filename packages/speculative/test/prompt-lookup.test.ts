@@ -10,21 +10,10 @@ import { LogitsWarper, TokenPicker, type KvCache } from '@mexit/core';
 import { MexitGenerator, OptionsError, type GenerateOptions } from '@mexit/speculative';
 import { PromptLookupDrafter } from '@mexit/speculative/drafters';
 import { newPhaseTimes, TokenHistory, type DecodeState } from '../src/state.js';
+import { prng } from './support/prng.js';
 
 const fixture = (path: string) => fileURLToPath(new URL(`../../../fixtures/${path}`, import.meta.url));
 
-/** mulberry32, owned by the test. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const float = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { float, int: (lo: number, hi: number) => lo + Math.floor(float() * (hi - lo + 1)) };
-}
 
 function stateWith(ids: number[], eos: number[] = []): DecodeState {
   const history = new TokenHistory();
