@@ -6,7 +6,8 @@
  * Each suite produces one or more reports; every report is printed to stdout as Markdown and written to
  * bench/results/<name>.md and bench/results/<name>.json (same numbers, plus machine information).
  * A report is { name, title, notes[], sections[{ title, notes[], columns[{ key, label, fmt }], rows[] }],
- * summary{}, warnings[] }; the bench modules build them and this file renders them.
+ * summary{}, warnings[], figures?(json) → [{ file, svg }] }; the bench modules build them and this file renders them
+ * (`figures` gets the report's JSON as written, machine included; its SVGs go to bench/results/ too).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -139,7 +140,16 @@ function renderMarkdown(report, machine) {
     ['mode', machine.quick ? '--quick (smoke run: few samples, numbers are rough)' : 'full'],
     ['suite duration', `${report.durationS?.toFixed(1) ?? '–'} s`],
   ];
-  out.push(markdownTable([{ key: 0, label: 'machine' }, { key: 1, label: '' }], env.map(([k, v]) => [k, String(v)])), '');
+  out.push(
+    markdownTable(
+      [
+        { key: 0, label: 'machine' },
+        { key: 1, label: '' },
+      ],
+      env.map(([k, v]) => [k, String(v)]),
+    ),
+    '',
+  );
   for (const w of report.warnings ?? []) out.push(`> **WARNING:** ${w}`, '');
   for (const n of report.notes ?? []) out.push(n, '');
   for (const s of report.sections) {
@@ -163,11 +173,23 @@ function writeReport(report, machine) {
     notes: report.notes ?? [],
     warnings: report.warnings ?? [],
     summary: report.summary ?? {},
-    sections: Object.fromEntries(report.sections.map((s) => [s.id, { title: s.title, notes: s.notes ?? [], error: s.error, rows: s.rows ?? [] }])),
+    sections: Object.fromEntries(
+      report.sections.map((s) => [s.id, { title: s.title, notes: s.notes ?? [], error: s.error, rows: s.rows ?? [] }]),
+    ),
   };
   fs.writeFileSync(path.join(resultsDir, `${report.name}.json`), `${JSON.stringify(json, null, 2)}\n`);
+  // Figures (SVG) are drawn from the JSON just written, so `node bench/figures.mjs` can redraw them later.
+  const figures = [];
+  try {
+    for (const { file, svg } of report.figures?.(json) ?? []) {
+      fs.writeFileSync(path.join(resultsDir, file), svg);
+      figures.push(file);
+    }
+  } catch (err) {
+    console.error(`figures of ${report.name} failed:`, err);
+  }
   console.log(`\n${markdown}`);
-  console.log(`→ wrote bench/results/${report.name}.md and .json\n`);
+  console.log(`→ wrote bench/results/${report.name}.md and .json${figures.length ? `, ${figures.join(', ')}` : ''}\n`);
 }
 
 // ---------------------------------------------------------------- core suite
@@ -287,8 +309,12 @@ async function runCoreSuite(opts) {
   }
   report.sections.push(load);
   report.summary = {
-    numerics: Object.fromEntries(numerics.rows.filter((r) => r.opsPerSecond).map((r) => [r.task, { opsPerSecond: r.opsPerSecond, usPerOp: r.usPerOp }])),
-    checkpointLoad: Object.fromEntries(load.rows.filter((r) => r.f32MBps).map((r) => [r.task, { f32MBps: r.f32MBps, fileMBps: r.fileMBps }])),
+    numerics: Object.fromEntries(
+      numerics.rows.filter((r) => r.opsPerSecond).map((r) => [r.task, { opsPerSecond: r.opsPerSecond, usPerOp: r.usPerOp }]),
+    ),
+    checkpointLoad: Object.fromEntries(
+      load.rows.filter((r) => r.f32MBps).map((r) => [r.task, { f32MBps: r.f32MBps, fileMBps: r.fileMBps }]),
+    ),
   };
   report.durationS = (performance.now() - started) / 1000;
   report.loadAverageEnd = +os.loadavg()[0].toFixed(2);
@@ -299,11 +325,13 @@ async function runCoreSuite(opts) {
 
 async function runModelSuite(opts) {
   const { benchModelRuntime } = await import('./model-runtime.bench.mjs');
-  const dirs = opts.model ? [opts.model] : [BUNDLED_MODEL, GOLDEN_MODEL].filter((d) => {
-    if (hasModel(d)) return true;
-    console.log(`(model suite: ${path.relative(rootDir, d)} has no checkpoint yet; skipped)`);
-    return false;
-  });
+  const dirs = opts.model
+    ? [opts.model]
+    : [BUNDLED_MODEL, GOLDEN_MODEL].filter((d) => {
+        if (hasModel(d)) return true;
+        console.log(`(model suite: ${path.relative(rootDir, d)} has no checkpoint yet; skipped)`);
+        return false;
+      });
   const reports = [];
   for (const dir of dirs) {
     const started = performance.now();
@@ -319,7 +347,8 @@ async function runSpeculativeSuite(opts) {
   const { benchSpeculative } = await import('./speculative.bench.mjs');
   let dir = opts.model;
   if (!dir) dir = hasModel(BUNDLED_MODEL) ? BUNDLED_MODEL : GOLDEN_MODEL;
-  if (!opts.model && dir === GOLDEN_MODEL) console.log('(speculative suite: bundled model absent; falling back to the random golden model gpt2-tiny)');
+  if (!opts.model && dir === GOLDEN_MODEL)
+    console.log('(speculative suite: bundled model absent; falling back to the random golden model gpt2-tiny)');
   const started = performance.now();
   const golden = path.resolve(dir).startsWith(path.join(rootDir, 'fixtures/goldens'));
   const report = await benchSpeculative(dir, { quick: opts.quick, golden, dataFile: path.join(rootDir, 'fixtures/data/valid-small.txt') });
@@ -330,7 +359,8 @@ async function runSpeculativeSuite(opts) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  if (typeof globalThis.gc !== 'function') console.warn('note: run with `node --expose-gc` for stable memory numbers (global.gc is unavailable)');
+  if (typeof globalThis.gc !== 'function')
+    console.warn('note: run with `node --expose-gc` for stable memory numbers (global.gc is unavailable)');
   const machine = { ...machineInfo(), date: new Date().toISOString(), quick: opts.quick };
   const started = performance.now();
   const suites = opts.suite === 'all' ? SUITES : [opts.suite];
@@ -346,7 +376,9 @@ async function main() {
     }
   }
   const totalS = (performance.now() - started) / 1000;
-  console.log(`bench finished in ${totalS.toFixed(1)} s (${Math.floor(totalS / 60)} min ${(totalS % 60).toFixed(0)} s)${failures.length ? `; FAILED suites: ${failures.join(', ')}` : ''}`);
+  console.log(
+    `bench finished in ${totalS.toFixed(1)} s (${Math.floor(totalS / 60)} min ${(totalS % 60).toFixed(0)} s)${failures.length ? `; FAILED suites: ${failures.join(', ')}` : ''}`,
+  );
   if (failures.length) process.exitCode = 1;
 }
 
