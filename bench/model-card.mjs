@@ -64,15 +64,22 @@ for (let l = 1; l <= L; l++) {
 
 const generator = new SelfSpeculativeGenerator(runtime);
 const story = await generator.generate('Once upon a time', { maxNewTokens: 160 });
-const sampled = await generator.generate('Tom and Lily went to the park.', { maxNewTokens: 160, doSample: true, temperature: 0.8, topP: 0.95, seed: 7 });
+const sampled = await generator.generate('Tom and Lily went to the park.', {
+  maxNewTokens: 160,
+  doSample: true,
+  temperature: 0.8,
+  topP: 0.95,
+  seed: 7,
+});
 const best = spec.summary.best;
 const variant = spec.summary.bestDraftVariant;
 const confirmed = spec.summary.confirmed;
 const m = spec.machine;
 const draftWeights = generation.mexit_draft_quantization ?? 'none';
-const recordedNote = draftWeights === 'none'
-  ? ' (drafts run the exact layers [0, E) on the shared KV cache, LayerSkip)'
-  : ` (drafts run ${draftWeights} block-quantized copies of layers [0, E) and the head on a small cache of their own; the full model verifies every draft, so the output is unchanged)`;
+const recordedNote =
+  draftWeights === 'none'
+    ? ' (drafts run the exact layers [0, E) on the shared KV cache, LayerSkip)'
+    : ` (drafts run ${draftWeights} block-quantized copies of layers [0, E) and the head on a small cache of their own; the full model verifies every draft, so the output is unchanged)`;
 const rec = confirmed?.recorded;
 
 const card = `# ${name}: a TinyStories early-exit model for self-speculative decoding
@@ -128,6 +135,9 @@ pnpm mexit eval                                       # regenerates the evaluati
 Regenerate this card: \`pnpm bench --suite speculative && node bench/model-card.mjs\`.
 `;
 writeFileSync(join(dir, 'README.md'), card);
-writeFileSync(`bench/results/${name}-card.json`, JSON.stringify({ exits: exitRows, eval: report.json, best, story: story.text, sampled: sampled.text }, null, 2));
+writeFileSync(
+  `bench/results/${name}-card.json`,
+  JSON.stringify({ exits: exitRows, eval: report.json, best, story: story.text, sampled: sampled.text }, null, 2),
+);
 console.log(card);
 await generator.dispose();

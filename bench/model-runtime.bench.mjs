@@ -163,7 +163,8 @@ function rssProbe(dir, which) {
     encoding: 'utf8',
     maxBuffer: 1 << 20,
   });
-  if (child.status !== 0) throw new Error(`rss probe "${which}" failed (exit ${child.status}): ${child.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  if (child.status !== 0)
+    throw new Error(`rss probe "${which}" failed (exit ${child.status}): ${child.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   const line = child.stdout.trim().split('\n').pop();
   return JSON.parse(line);
 }
@@ -265,14 +266,21 @@ export async function benchModelRuntime(Bench, dir, { quick = false } = {}) {
         },
       ],
     });
-    Object.assign(report.summary, { decodeStepP50Ms: decode.stepP50Ms, decodeOrtP50Ms: decode.ortP50Ms, overheadRatio: decode.overhead, overheadRatioMean: decode.overheadMean });
+    Object.assign(report.summary, {
+      decodeStepP50Ms: decode.stepP50Ms,
+      decodeOrtP50Ms: decode.ortP50Ms,
+      overheadRatio: decode.overhead,
+      overheadRatioMean: decode.overheadMean,
+    });
 
     // (b) prefill
     const prefill = await measurePrefill(Bench, runtime, full, { tokens: prefillTokens, time, iterations: quick ? 3 : 20 });
     section({
       id: 'prefill',
       title: `(b) Prefill, ${prefillTokens}-token prompt, full model`,
-      notes: ['One `Stage.run` over the whole prompt into an empty cache (logits of the last row only). tokens/s = prompt tokens / mean (or median) latency; ORT = mean time inside `session.run`.'],
+      notes: [
+        'One `Stage.run` over the whole prompt into an empty cache (logits of the last row only). tokens/s = prompt tokens / mean (or median) latency; ORT = mean time inside `session.run`.',
+      ],
       columns: [
         { key: 'stage', label: 'stage' },
         { key: 'tokens', label: 'tokens', fmt: 'int' },
@@ -391,7 +399,13 @@ export async function benchModelRuntime(Bench, dir, { quick = false } = {}) {
         try {
           const stage = await rt.stage(specs.full);
           const d = await measureDecode(Bench, rt, stage, { context, time: quick ? 100 : 1000, iterations: quick ? 5 : 30 });
-          optRows.push({ threads: t, spinning: spinning ? 'on' : 'off', prepacking: prepacking ? 'on' : 'off', buildMs: stage.buildMs, ...d });
+          optRows.push({
+            threads: t,
+            spinning: spinning ? 'on' : 'off',
+            prepacking: prepacking ? 'on' : 'off',
+            buildMs: stage.buildMs,
+            ...d,
+          });
         } finally {
           await rt.dispose();
         }
@@ -420,7 +434,12 @@ export async function benchModelRuntime(Bench, dir, { quick = false } = {}) {
     ],
     rows: optRows,
   });
-  report.summary.fastestSessionOptions = { threads: bestOpt.threads, spinning: bestOpt.spinning, prepacking: bestOpt.prepacking, stepP50Ms: bestOpt.stepP50Ms };
+  report.summary.fastestSessionOptions = {
+    threads: bestOpt.threads,
+    spinning: bestOpt.spinning,
+    prepacking: bestOpt.prepacking,
+    stepP50Ms: bestOpt.stepP50Ms,
+  };
   return report;
 }
 

@@ -25,7 +25,10 @@ const eotId = tokenizerJson.added_tokens.find((t) => t.content === eotToken).id;
 
 const maxStories = maxStoriesArg ? Number(maxStoriesArg) : Infinity;
 const text = readFileSync(inputPath, 'utf8');
-const stories = text.split(/^<\|endoftext\|>$/m).map((s) => s.trim()).filter((s) => s.length > 0);
+const stories = text
+  .split(/^<\|endoftext\|>$/m)
+  .map((s) => s.trim())
+  .filter((s) => s.length > 0);
 const ids = [eotId];
 let count = 0;
 for (const story of stories) {

@@ -12,7 +12,11 @@ import type { ExitHeadKind } from '@mexit/model';
 
 /** A bad command line (unknown flag, bad flag value, missing argument): exit 2 with a usage hint. */
 export class UsageError extends OptionsError {
-  constructor(code: string, message: string, readonly command?: string) {
+  constructor(
+    code: string,
+    message: string,
+    readonly command?: string,
+  ) {
     super(code, message);
   }
 }
@@ -61,14 +65,20 @@ export function resolveModelDir(given: string | undefined): string {
 /** parseArgs over `specs` (plus --help/--json handled by the caller's table); parse failures → UsageError. */
 export function parseFlags(command: string, argv: string[], specs: readonly FlagSpec[], allowPositionals: boolean): ParsedFlags {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
-  for (const s of specs) options[s.name] = { type: s.type, ...(s.multiple ? { multiple: true } : {}), ...(s.short ? { short: s.short } : {}) };
+  for (const s of specs)
+    options[s.name] = { type: s.type, ...(s.multiple ? { multiple: true } : {}), ...(s.short ? { short: s.short } : {}) };
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (err) {
     const e = err as { code?: string; message: string };
     if (!e.code?.startsWith('ERR_PARSE_ARGS_')) throw err;
-    const code = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? 'UNKNOWN_FLAG' : e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' ? 'UNEXPECTED_ARGUMENT' : 'INVALID_FLAG';
+    const code =
+      e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION'
+        ? 'UNKNOWN_FLAG'
+        : e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'
+          ? 'UNEXPECTED_ARGUMENT'
+          : 'INVALID_FLAG';
     // Node's messages run over several lines; the first one says what is wrong.
     throw new UsageError(code, `mexit ${command}: ${e.message.split('\n')[0]}`, command);
   }
@@ -98,7 +108,10 @@ export function numberFlag(flag: string, raw: string | undefined): number | unde
 /** Comma- (or space-) separated integers: "1,2,3", "[1, 2, 3]"; an empty string is an empty list. */
 export function intListFlag(flag: string, raw: string | undefined): number[] | undefined {
   if (raw === undefined) return undefined;
-  const body = raw.trim().replace(/^\[(.*)\]$/s, '$1').trim();
+  const body = raw
+    .trim()
+    .replace(/^\[(.*)\]$/s, '$1')
+    .trim();
   if (body === '') return [];
   return body.split(/\s*,\s*|\s+/).map((part) => {
     if (!/^[+-]?\d+$/.test(part)) throw badValue(flag, 'a comma-separated list of integers', raw);
@@ -146,8 +159,10 @@ export function promptFlag(values: ParsedFlags['values'], positionals: string[],
   const ids = intListFlag('prompt-ids', values['prompt-ids'] as string | undefined);
   const positional = positionals.length ? positionals.join(' ') : undefined;
   const given = [text !== undefined, ids !== undefined, positional !== undefined].filter(Boolean).length;
-  if (given > 1) throw new UsageError('CONTRADICTION', `mexit ${command}: give the prompt once (positional PROMPT, --prompt or --prompt-ids)`, command);
-  if (given === 0) throw new UsageError('MISSING_PROMPT', `mexit ${command}: a prompt is required (--prompt TEXT or --prompt-ids 1,2,3)`, command);
+  if (given > 1)
+    throw new UsageError('CONTRADICTION', `mexit ${command}: give the prompt once (positional PROMPT, --prompt or --prompt-ids)`, command);
+  if (given === 0)
+    throw new UsageError('MISSING_PROMPT', `mexit ${command}: a prompt is required (--prompt TEXT or --prompt-ids 1,2,3)`, command);
   if (ids !== undefined) {
     if (ids.length === 0) throw new UsageError('INVALID_FLAG', '--prompt-ids must list at least one token id', command);
     return ids;
@@ -157,7 +172,13 @@ export function promptFlag(values: ParsedFlags['values'], positionals: string[],
 
 /** Flags shared by the model commands. */
 export const COMMON_FLAGS: readonly FlagSpec[] = [
-  { name: 'model', type: 'string', value: 'DIR', default: DEFAULT_MODEL_DIR, help: 'model directory (config.json + weights [+ tokenizer.json])' },
+  {
+    name: 'model',
+    type: 'string',
+    value: 'DIR',
+    default: DEFAULT_MODEL_DIR,
+    help: 'model directory (config.json + weights [+ tokenizer.json])',
+  },
   { name: 'threads', type: 'string', value: 'N', default: '1 per 16 MiB of weights', help: 'ONNX Runtime intra-op threads per session' },
   { name: 'json', type: 'boolean', help: 'print exactly one JSON document on stdout' },
   { name: 'help', type: 'boolean', short: 'h', help: 'show this help' },

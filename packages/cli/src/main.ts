@@ -90,7 +90,10 @@ export async function runCli(argv: string[], io: CliIo = processIo()): Promise<n
     }
     const cmd = COMMANDS.find((c) => c.name === first);
     if (!cmd) {
-      throw new UsageError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(first)}; commands: ${COMMANDS.map((c) => c.name).join(', ')}`);
+      throw new UsageError(
+        'UNKNOWN_COMMAND',
+        `unknown command ${JSON.stringify(first)}; commands: ${COMMANDS.map((c) => c.name).join(', ')}`,
+      );
     }
     commandName = cmd.name;
     return await cmd.main(rest, io);

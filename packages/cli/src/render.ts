@@ -73,11 +73,15 @@ export function scoresSummary(scores: Float32Array, kind: 'logits' | 'logprobs',
   const top = topKIndices(scores, k, new Int32Array(k));
   const probs = kind === 'logits' ? softmax(scores, new Float32Array(scores.length)) : null;
   const lines = [`${title} — top ${k} of ${scores.length}:`];
-  lines.push(`  ${'rank'.padStart(4)}  ${'id'.padStart(7)}  ${(kind === 'logits' ? 'logit' : 'logprob').padStart(10)}  ${'prob'.padStart(8)}  token`);
+  lines.push(
+    `  ${'rank'.padStart(4)}  ${'id'.padStart(7)}  ${(kind === 'logits' ? 'logit' : 'logprob').padStart(10)}  ${'prob'.padStart(8)}  token`,
+  );
   for (let r = 0; r < k; r++) {
     const id = top[r];
     const p = probs ? probs[id] : Math.exp(scores[id]);
-    lines.push(`  ${String(r + 1).padStart(4)}  ${String(id).padStart(7)}  ${scores[id].toFixed(4).padStart(10)}  ${p.toFixed(4).padStart(8)}  ${tokenLabel(id, tokenizer)}`);
+    lines.push(
+      `  ${String(r + 1).padStart(4)}  ${String(id).padStart(7)}  ${scores[id].toFixed(4).padStart(10)}  ${p.toFixed(4).padStart(8)}  ${tokenLabel(id, tokenizer)}`,
+    );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -94,7 +98,8 @@ export function statsLine(stats: GenerationStats, numLayers: number): string {
   const head = stats.mode !== 'ar' && stats.exitHead && stats.exitHead !== 'shared' ? ` (${stats.exitHead} head)` : '';
   const quantized = stats.draftQuantization && stats.draftQuantization !== 'none' ? ` ${stats.draftQuantization} drafts` : '';
   const drafter = stats.drafter && stats.drafter !== 'early-exit' ? ` ${stats.drafter} drafter` : '';
-  if (stats.mode === 'self-spec') mode += drafter ? ` d=${stats.numSpeculations}${drafter}` : ` E=${stats.exitLayer} d=${stats.numSpeculations}${head}${quantized}`;
+  if (stats.mode === 'self-spec')
+    mode += drafter ? ` d=${stats.numSpeculations}${drafter}` : ` E=${stats.exitLayer} d=${stats.numSpeculations}${head}${quantized}`;
   else if (stats.mode === 'early-exit') mode += ` E=${stats.exitLayer}${head}`;
   else if (stats.mode === 'acd' && stats.contrastLayers) mode += ` ${stats.contrastLayers[0]},${stats.contrastLayers[1]}${head}`;
   parts.push(mode);

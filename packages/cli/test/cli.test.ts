@@ -177,14 +177,42 @@ describe('mexit generate', () => {
   it("acd mode reproduces IBM's contrast-mode greedy ids (acd_greedy_0)", async () => {
     const expected = ids(goldens.multi, 'acd_greedy_0');
     const p = ids(goldens.multi, 'input_ids_0').join(',');
-    const run = await cli(['generate', '--model', MULTI, '--prompt-ids', p, '--mode', 'acd', '--contrast', '4,2', '--max-new-tokens', String(expected.length), '--json', ...T1]);
+    const run = await cli([
+      'generate',
+      '--model',
+      MULTI,
+      '--prompt-ids',
+      p,
+      '--mode',
+      'acd',
+      '--contrast',
+      '4,2',
+      '--max-new-tokens',
+      String(expected.length),
+      '--json',
+      ...T1,
+    ]);
     expect(run.code).toBe(0);
     expect((oneJson(run) as { ids: number[] }).ids).toEqual(expected);
   });
 
   it('early-exit --exit-head 2 reads lm_head_2: first token = argmax of exitheads_logits_0_2', async () => {
     const p = ids(goldens.multi, 'input_ids_0').join(',');
-    const run = await cli(['generate', '--model', MULTI, '--prompt-ids', p, '--mode', 'early-exit', '--exit-head', '2', '--max-new-tokens', '1', '--json', ...T1]);
+    const run = await cli([
+      'generate',
+      '--model',
+      MULTI,
+      '--prompt-ids',
+      p,
+      '--mode',
+      'early-exit',
+      '--exit-head',
+      '2',
+      '--max-new-tokens',
+      '1',
+      '--json',
+      ...T1,
+    ]);
     expect(run.code).toBe(0);
     const doc = oneJson(run) as { ids: number[]; stats: { exitLayer: number } };
     expect(doc.stats.exitLayer).toBe(2);
@@ -195,31 +223,121 @@ describe('mexit generate', () => {
 
   it('maps flags onto GenerateOptions', () => {
     const req = parseGenerateArgs([
-      '--model', GPT2, '--prompt-ids', '1,2', '--exit-head', '2', '--num-speculations', '5', '--max-new-tokens', '7',
-      '--do-sample', '--temperature', '0.7', '--top-k', '40', '--top-p', '0.9', '--min-p', '0.05', '--repetition-penalty', '1.2',
-      '--seed', '9', '--stop', 'a', '--stop', 'b', '--eos-ids', '3,4', '--draft-threshold', '0.3', '--adaptive-draft',
-      '--no-bonus-token', '--draft-quantization', 'int8',
+      '--model',
+      GPT2,
+      '--prompt-ids',
+      '1,2',
+      '--exit-head',
+      '2',
+      '--num-speculations',
+      '5',
+      '--max-new-tokens',
+      '7',
+      '--do-sample',
+      '--temperature',
+      '0.7',
+      '--top-k',
+      '40',
+      '--top-p',
+      '0.9',
+      '--min-p',
+      '0.05',
+      '--repetition-penalty',
+      '1.2',
+      '--seed',
+      '9',
+      '--stop',
+      'a',
+      '--stop',
+      'b',
+      '--eos-ids',
+      '3,4',
+      '--draft-threshold',
+      '0.3',
+      '--adaptive-draft',
+      '--no-bonus-token',
+      '--draft-quantization',
+      'int8',
     ]);
     if (req === 'help') throw new Error('unexpected help');
     expect(req.prompt).toEqual([1, 2]);
     expect(req.options).toEqual({
-      exitLayer: 2, exitHead: 'layer-specific', numSpeculations: 5, maxNewTokens: 7, doSample: true, temperature: 0.7, topK: 40,
-      topP: 0.9, minP: 0.05, repetitionPenalty: 1.2, seed: 9, stop: ['a', 'b'], eosTokenIds: [3, 4], draftConfidenceThreshold: 0.3,
-      adaptiveDraftLength: true, bonusToken: false, draftQuantization: 'int8',
+      exitLayer: 2,
+      exitHead: 'layer-specific',
+      numSpeculations: 5,
+      maxNewTokens: 7,
+      doSample: true,
+      temperature: 0.7,
+      topK: 40,
+      topP: 0.9,
+      minP: 0.05,
+      repetitionPenalty: 1.2,
+      seed: 9,
+      stop: ['a', 'b'],
+      eosTokenIds: [3, 4],
+      draftConfidenceThreshold: 0.3,
+      adaptiveDraftLength: true,
+      bonusToken: false,
+      draftQuantization: 'int8',
     });
-    const calm = parseGenerateArgs(['--model', GPT2, 'Once', 'upon', '--chat', '--system', 'be brief', '--mode', 'calm', '--calm-threshold', '0.8', '--calm-confidence', 'top-gap', '--calm-min-exit-layer', '2', '--calm-exit-interval', '1', '--exit-head', 'shared']);
+    const calm = parseGenerateArgs([
+      '--model',
+      GPT2,
+      'Once',
+      'upon',
+      '--chat',
+      '--system',
+      'be brief',
+      '--mode',
+      'calm',
+      '--calm-threshold',
+      '0.8',
+      '--calm-confidence',
+      'top-gap',
+      '--calm-min-exit-layer',
+      '2',
+      '--calm-exit-interval',
+      '1',
+      '--exit-head',
+      'shared',
+    ]);
     if (calm === 'help') throw new Error('unexpected help');
-    expect(calm.prompt).toEqual([{ role: 'system', content: 'be brief' }, { role: 'user', content: 'Once upon' }]);
-    expect(calm.options).toEqual({ mode: 'calm', exitHead: 'shared', calmThreshold: 0.8, calmConfidence: 'top-gap', calmMinExitLayer: 2, calmExitInterval: 1 });
+    expect(calm.prompt).toEqual([
+      { role: 'system', content: 'be brief' },
+      { role: 'user', content: 'Once upon' },
+    ]);
+    expect(calm.options).toEqual({
+      mode: 'calm',
+      exitHead: 'shared',
+      calmThreshold: 0.8,
+      calmConfidence: 'top-gap',
+      calmMinExitLayer: 2,
+      calmExitInterval: 1,
+    });
   });
 
   it('streams ids (no tokenizer) with the stats line on stderr; colours drafts only on a TTY without NO_COLOR', async () => {
-    const args = ['generate', '--model', GPT2, '--prompt-ids', prompt0, '--max-new-tokens', '12', '--exit-layer', '3', '--num-speculations', '2', ...T1];
+    const args = [
+      'generate',
+      '--model',
+      GPT2,
+      '--prompt-ids',
+      prompt0,
+      '--max-new-tokens',
+      '12',
+      '--exit-layer',
+      '3',
+      '--num-speculations',
+      '2',
+      ...T1,
+    ];
     const plain = await cli(args);
     expect(plain.code).toBe(0);
     expect(plain.stdout.trim().split(/\s+/).map(Number)).toEqual(greedy0.slice(0, 12));
     expect(plain.stdout).not.toContain('\x1b[');
-    expect(plain.stderr).toMatch(/^12 tokens · [\d.]+ tok\/s · mode self-spec E=3 d=2 · \d+% accepted · layer bound [\d.]+× · stop: max-new-tokens\n$/);
+    expect(plain.stderr).toMatch(
+      /^12 tokens · [\d.]+ tok\/s · mode self-spec E=3 d=2 · \d+% accepted · layer bound [\d.]+× · stop: max-new-tokens\n$/,
+    );
     const int8 = await cli([...args, '--draft-quantization', 'int8']);
     expect(int8.stdout).toEqual(plain.stdout);
     expect(int8.stderr).toMatch(/ · mode self-spec E=3 d=2 int8 drafts · /);
@@ -313,7 +431,10 @@ describe('errors and usage', () => {
     const root = await cli(['--help']);
     expect(root.code).toBe(0);
     for (const c of ['generate', 'logits', 'eval']) expect(root.stdout).toContain(c);
-    for (const [cmd, flags] of [['generate', GENERATE_FLAGS], ['logits', LOGITS_FLAGS]] as const) {
+    for (const [cmd, flags] of [
+      ['generate', GENERATE_FLAGS],
+      ['logits', LOGITS_FLAGS],
+    ] as const) {
       const run = await cli([cmd, '--help']);
       expect(run.code).toBe(0);
       for (const f of flags) {
@@ -384,6 +505,9 @@ describe('errors and usage', () => {
     const plain = await cli([...base, '--drafter', 'prompt-lookup']);
     expect(plain.stderr).toMatch(/mode self-spec d=\d+ prompt-lookup drafter/);
     const wrong = await cli([...base, '--mode', 'ar', '--drafter', 'prompt-lookup']);
-    expect([wrong.code, wrong.stderr]).toEqual([2, expect.stringMatching(/^error \[CONTRADICTION\]: --drafter only applies to --mode self-spec/)]);
+    expect([wrong.code, wrong.stderr]).toEqual([
+      2,
+      expect.stringMatching(/^error \[CONTRADICTION\]: --drafter only applies to --mode self-spec/),
+    ]);
   });
 });

@@ -68,7 +68,10 @@ export function openShardedCheckpoint(indexFile: string): TensorMap {
   for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
     if (typeof shard !== 'string' || shard === '' || shard !== path.basename(shard) || shard === '..' || shard === '.') {
       // a shard must sit next to the index; anything with a path could point anywhere on disk
-      throw new CheckpointError('CHECKPOINT_INDEX', `${indexFile}: tensor '${name}' maps to ${JSON.stringify(shard)}, not a file name in ${dir}`);
+      throw new CheckpointError(
+        'CHECKPOINT_INDEX',
+        `${indexFile}: tensor '${name}' maps to ${JSON.stringify(shard)}, not a file name in ${dir}`,
+      );
     }
     if (shard.endsWith('.index.json')) {
       throw new CheckpointError('CHECKPOINT_INDEX', `${indexFile}: tensor '${name}' maps to another index file '${shard}'`);
@@ -76,7 +79,10 @@ export function openShardedCheckpoint(indexFile: string): TensorMap {
     if (!checked.has(shard)) {
       const shardPath = path.join(dir, shard);
       if (!fs.existsSync(shardPath) || !fs.statSync(shardPath).isFile()) {
-        throw new CheckpointError('CHECKPOINT_SHARD_MISSING', `${indexFile}: shard file '${shard}' (holding '${name}') does not exist in ${dir}`);
+        throw new CheckpointError(
+          'CHECKPOINT_SHARD_MISSING',
+          `${indexFile}: shard file '${shard}' (holding '${name}') does not exist in ${dir}`,
+        );
       }
       checked.add(shard);
     }

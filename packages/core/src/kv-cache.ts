@@ -163,10 +163,7 @@ export class KvCache {
   /** Reallocates every layer to at least `needed` rows (doubling, capped at maxCapacity), copying stored rows. */
   private grow(needed: number, layer: number): void {
     if (needed > this.maxCapacity) {
-      throw new CacheError(
-        'KV_CAPACITY',
-        `KvCache.append(layer ${layer}): needs ${needed} rows but maxCapacity is ${this.maxCapacity}`,
-      );
+      throw new CacheError('KV_CAPACITY', `KvCache.append(layer ${layer}): needs ${needed} rows but maxCapacity is ${this.maxCapacity}`);
     }
     const newCapacity = Math.min(Math.max(needed, this.capacityRows * 2), this.maxCapacity);
     for (let l = 0; l < this.numLayers; l++) {
@@ -185,11 +182,9 @@ export class KvCache {
     try {
       return new Float32Array(rows * this.rowSize);
     } catch (cause) {
-      throw new CacheError(
-        'KV_ALLOC',
-        `KvCache: cannot allocate ${rows} rows x ${this.rowSize} floats per layer (${String(cause)})`,
-        { cause },
-      );
+      throw new CacheError('KV_ALLOC', `KvCache: cannot allocate ${rows} rows x ${this.rowSize} floats per layer (${String(cause)})`, {
+        cause,
+      });
     }
   }
 }

@@ -10,10 +10,7 @@ import { MexitError } from './errors.js';
 
 function checkSameLength(what: string, input: ArrayLike<number>, out: ArrayLike<number>): void {
   if (out.length !== input.length) {
-    throw new MexitError(
-      'SHAPE_MISMATCH',
-      `${what}: output has ${out.length} entries, expected ${input.length} (the input length)`,
-    );
+    throw new MexitError('SHAPE_MISMATCH', `${what}: output has ${out.length} entries, expected ${input.length} (the input length)`);
   }
 }
 
@@ -28,10 +25,7 @@ function maxIgnoringNaN(x: Float32Array): number {
 }
 
 function noFiniteLogits(what: string, length: number): MexitError {
-  return new MexitError(
-    'NO_FINITE_LOGITS',
-    `${what}: needs at least one finite logit and no NaN/+Infinity (got ${length} entries)`,
-  );
+  return new MexitError('NO_FINITE_LOGITS', `${what}: needs at least one finite logit and no NaN/+Infinity (got ${length} entries)`);
 }
 
 /**

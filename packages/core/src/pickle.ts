@@ -39,13 +39,49 @@ const MAX_LONG_BYTES = 64;
 
 // opcodes (pickletools names)
 const OP = {
-  MARK: 0x28, STOP: 0x2e, POP: 0x30, POP_MARK: 0x31, DUP: 0x32, BINFLOAT: 0x47, BININT: 0x4a, BININT1: 0x4b,
-  BININT2: 0x4d, NONE: 0x4e, BINPERSID: 0x51, REDUCE: 0x52, BINUNICODE: 0x58, EMPTY_LIST: 0x5d, APPEND: 0x61,
-  BUILD: 0x62, GLOBAL: 0x63, APPENDS: 0x65, BINGET: 0x68, LONG_BINGET: 0x6a, EMPTY_DICT: 0x7d, SETITEM: 0x73,
-  TUPLE: 0x74, SETITEMS: 0x75, BINPUT: 0x71, LONG_BINPUT: 0x72, EMPTY_TUPLE: 0x29, BINBYTES: 0x42,
-  SHORT_BINBYTES: 0x43, PROTO: 0x80, TUPLE1: 0x85, TUPLE2: 0x86, TUPLE3: 0x87, NEWTRUE: 0x88, NEWFALSE: 0x89,
-  LONG1: 0x8a, LONG4: 0x8b, SHORT_BINUNICODE: 0x8c, BINUNICODE8: 0x8d, BINBYTES8: 0x8e, STACK_GLOBAL: 0x93,
-  MEMOIZE: 0x94, FRAME: 0x95,
+  MARK: 0x28,
+  STOP: 0x2e,
+  POP: 0x30,
+  POP_MARK: 0x31,
+  DUP: 0x32,
+  BINFLOAT: 0x47,
+  BININT: 0x4a,
+  BININT1: 0x4b,
+  BININT2: 0x4d,
+  NONE: 0x4e,
+  BINPERSID: 0x51,
+  REDUCE: 0x52,
+  BINUNICODE: 0x58,
+  EMPTY_LIST: 0x5d,
+  APPEND: 0x61,
+  BUILD: 0x62,
+  GLOBAL: 0x63,
+  APPENDS: 0x65,
+  BINGET: 0x68,
+  LONG_BINGET: 0x6a,
+  EMPTY_DICT: 0x7d,
+  SETITEM: 0x73,
+  TUPLE: 0x74,
+  SETITEMS: 0x75,
+  BINPUT: 0x71,
+  LONG_BINPUT: 0x72,
+  EMPTY_TUPLE: 0x29,
+  BINBYTES: 0x42,
+  SHORT_BINBYTES: 0x43,
+  PROTO: 0x80,
+  TUPLE1: 0x85,
+  TUPLE2: 0x86,
+  TUPLE3: 0x87,
+  NEWTRUE: 0x88,
+  NEWFALSE: 0x89,
+  LONG1: 0x8a,
+  LONG4: 0x8b,
+  SHORT_BINUNICODE: 0x8c,
+  BINUNICODE8: 0x8d,
+  BINBYTES8: 0x8e,
+  STACK_GLOBAL: 0x93,
+  MEMOIZE: 0x94,
+  FRAME: 0x95,
 } as const;
 
 /**
@@ -294,7 +330,8 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
         const args = pop();
         const callable = pop();
         if (!(callable instanceof PickleGlobal)) throw fail('PICKLE_INVALID', 'REDUCE on something that is not a global');
-        if (!Array.isArray(args) || !Object.isFrozen(args)) throw fail('PICKLE_INVALID', `REDUCE arguments for ${callable.qualifiedName} are not a tuple`);
+        if (!Array.isArray(args) || !Object.isFrozen(args))
+          throw fail('PICKLE_INVALID', `REDUCE arguments for ${callable.qualifiedName} are not a tuple`);
         stack.push(hooks.reduce(callable, args, opStart));
         break;
       }

@@ -110,11 +110,9 @@ export function parseSafetensorsHeader(
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
   } catch (err) {
-    throw new CheckpointError(
-      'SAFETENSORS_HEADER_JSON',
-      `${file}: header is not valid UTF-8 JSON (${(err as Error).message})`,
-      { cause: err },
-    );
+    throw new CheckpointError('SAFETENSORS_HEADER_JSON', `${file}: header is not valid UTF-8 JSON (${(err as Error).message})`, {
+      cause: err,
+    });
   }
   if (header === null || typeof header !== 'object' || Array.isArray(header)) {
     throw new CheckpointError('SAFETENSORS_HEADER_JSON', `${file}: header JSON must be an object, got ${describe(header)}`);
@@ -129,10 +127,7 @@ export function parseSafetensorsHeader(
       }
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof v !== 'string') {
-          throw new CheckpointError(
-            'SAFETENSORS_METADATA',
-            `${file}: __metadata__['${k}'] must be a string, got ${describe(v)}`,
-          );
+          throw new CheckpointError('SAFETENSORS_METADATA', `${file}: __metadata__['${k}'] must be a string, got ${describe(v)}`);
         }
         metadata[k] = v;
       }

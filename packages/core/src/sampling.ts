@@ -295,10 +295,7 @@ export class LogitsWarper {
     for (let h = 0; h < history.length; h++) {
       const id = history[h];
       if (!(id >= 0 && id < n) || !Number.isInteger(id)) {
-        throw new OptionsError(
-          'INVALID_TOKEN_ID',
-          `history[${h}] = ${id} is not a token id in [0, ${n}) (repetition penalty)`,
-        );
+        throw new OptionsError('INVALID_TOKEN_ID', `history[${h}] = ${id} is not a token id in [0, ${n}) (repetition penalty)`);
       }
       const logit = logits[id];
       scaled[id] = logit < 0 ? logit * penalty : logit / penalty;
@@ -362,10 +359,7 @@ export class LogitsWarper {
 
   private checkLength(name: string, array: Float32Array): void {
     if (array.length !== this.vocabSize) {
-      throw new MexitError(
-        'SHAPE_MISMATCH',
-        `LogitsWarper: ${name} has ${array.length} entries, expected vocabSize = ${this.vocabSize}`,
-      );
+      throw new MexitError('SHAPE_MISMATCH', `LogitsWarper: ${name} has ${array.length} entries, expected vocabSize = ${this.vocabSize}`);
     }
   }
 
@@ -394,7 +388,11 @@ export class TokenPicker {
   readonly rng: Rng;
   private readonly scratch: Float32Array;
 
-  constructor(readonly warper: LogitsWarper, readonly doSample: boolean, seed: number) {
+  constructor(
+    readonly warper: LogitsWarper,
+    readonly doSample: boolean,
+    seed: number,
+  ) {
     this.rng = new Rng(seed);
     this.scratch = new Float32Array(warper.vocabSize);
   }

@@ -9,15 +9,7 @@ import { CheckpointError } from './errors.js';
 export type DType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 /** Storage array for a tensor: F16/BF16 hold raw bits in a Uint16Array, BOOL holds 0/1 bytes in a Uint8Array. */
-export type TensorData =
-  | Float32Array
-  | Float64Array
-  | BigInt64Array
-  | Int32Array
-  | Int16Array
-  | Int8Array
-  | Uint8Array
-  | Uint16Array;
+export type TensorData = Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array;
 
 /** A dense, row-major tensor. */
 export interface Tensor {
@@ -204,10 +196,7 @@ export function checkTensor(name: string, t: Tensor): void {
   }
   const n = shapeSize(t.shape);
   if (t.data.length !== n) {
-    throw new CheckpointError(
-      'TENSOR_SHAPE',
-      `tensor '${name}': shape [${t.shape}] has ${n} elements but data has ${t.data.length}`,
-    );
+    throw new CheckpointError('TENSOR_SHAPE', `tensor '${name}': shape [${t.shape}] has ${n} elements but data has ${t.data.length}`);
   }
 }
 
@@ -315,10 +304,7 @@ export function readFullyAt(fd: number, dst: Uint8Array, position: number, file:
       });
     }
     if (got === 0) {
-      throw new CheckpointError(
-        code,
-        `${file}: unexpected end of file reading ${dst.length} bytes at offset ${position} (got ${done})`,
-      );
+      throw new CheckpointError(code, `${file}: unexpected end of file reading ${dst.length} bytes at offset ${position} (got ${done})`);
     }
     done += got;
   }

@@ -7,16 +7,7 @@
 import fs from 'node:fs';
 import { CheckpointError } from './errors.js';
 import { PickleDict, PickleGlobal, type PickleTuple, unpickle } from './pickle.js';
-import {
-  DTYPE_BYTES,
-  type DType,
-  type TensorSource,
-  SourceTensorMap,
-  fileSizeOf,
-  openForRead,
-  readFullyAt,
-  shapeSize,
-} from './tensor.js';
+import { DTYPE_BYTES, type DType, type TensorSource, SourceTensorMap, fileSizeOf, openForRead, readFullyAt, shapeSize } from './tensor.js';
 import { ZipReader, type ZipEntry } from './zip.js';
 
 /** torch storage class (module `torch`) → dtype. */
@@ -203,7 +194,9 @@ function reduce(callable: PickleGlobal, args: PickleTuple, offset: number, file:
         let last = storageOffset;
         for (let d = 0; d < size.length; d++) last += (size[d] - 1) * stride[d];
         if (last >= storage.numel) {
-          throw bad(`size ${JSON.stringify(size)}, stride ${JSON.stringify(stride)}, offset ${storageOffset} reach element ${last} of a ${storage.numel}-element storage`);
+          throw bad(
+            `size ${JSON.stringify(size)}, stride ${JSON.stringify(stride)}, offset ${storageOffset} reach element ${last} of a ${storage.numel}-element storage`,
+          );
         }
       }
       return new TorchTensorRef(storage, storageOffset, [...size], [...stride]);
@@ -219,7 +212,8 @@ function stateDictEntries(root: unknown, file: string): [string, TorchTensorRef]
   }
   const out: [string, TorchTensorRef][] = [];
   for (const [key, value] of root.map) {
-    if (typeof key !== 'string') throw new CheckpointError('TORCH_NOT_STATE_DICT', `${file}: state dict key ${String(key)} is not a string`);
+    if (typeof key !== 'string')
+      throw new CheckpointError('TORCH_NOT_STATE_DICT', `${file}: state dict key ${String(key)} is not a string`);
     if (!(value instanceof TorchTensorRef)) {
       throw new CheckpointError('TORCH_NOT_STATE_DICT', `${file}: state dict entry '${key}' is a ${describe(value)}, not a tensor`);
     }

@@ -152,7 +152,8 @@ export class ZipReader {
         cdLimit = z64Pos;
       }
     }
-    if (diskNumber !== 0 || cdDisk !== 0) throw new CheckpointError(ZIP_UNSUPPORTED, `${this.file}: multi-disk zip archives are not supported`);
+    if (diskNumber !== 0 || cdDisk !== 0)
+      throw new CheckpointError(ZIP_UNSUPPORTED, `${this.file}: multi-disk zip archives are not supported`);
     if (cdOffset + cdSize > cdLimit) {
       throw this.invalid(`central directory [${cdOffset}, ${cdOffset + cdSize}) runs past its end record at ${cdLimit} (truncated?)`);
     }
@@ -201,7 +202,9 @@ export class ZipReader {
         q = fieldEnd;
       }
       if (localHeaderOffset + 30 + compressedSize > this.fileSize) {
-        throw this.invalid(`entry '${name}': header offset ${localHeaderOffset} + ${compressedSize} data bytes run past the end of the ${this.fileSize}-byte file (truncated?)`);
+        throw this.invalid(
+          `entry '${name}': header offset ${localHeaderOffset} + ${compressedSize} data bytes run past the end of the ${this.fileSize}-byte file (truncated?)`,
+        );
       }
       // deflate cannot expand more than ~1032:1; a bigger claimed size is forged and would only make us allocate it
       if (method === 8 && uncompressedSize > compressedSize * 1032 + 1024) {

@@ -16,7 +16,6 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-
 function newDir(name: string): string {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir);

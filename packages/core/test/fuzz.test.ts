@@ -8,14 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  DTYPE_BYTES,
-  MexitError,
-  type TensorMap,
-  openSafetensors,
-  openTorchCheckpoint,
-  writeSafetensors,
-} from '@mexit/core';
+import { DTYPE_BYTES, MexitError, type TensorMap, openSafetensors, openTorchCheckpoint, writeSafetensors } from '@mexit/core';
 import { mulberry32 } from './support/helpers.js';
 
 // MEXIT_FUZZ_SCALE=N runs N× the iterations (a longer local soak; prints the outcome counts)
@@ -31,8 +24,16 @@ afterAll(() => {
 });
 
 const EXPECTED_CTOR: Record<string, string> = {
-  F32: 'Float32Array', F16: 'Uint16Array', BF16: 'Uint16Array', F64: 'Float64Array', I64: 'BigInt64Array',
-  I32: 'Int32Array', I16: 'Int16Array', I8: 'Int8Array', U8: 'Uint8Array', BOOL: 'Uint8Array',
+  F32: 'Float32Array',
+  F16: 'Uint16Array',
+  BF16: 'Uint16Array',
+  F64: 'Float64Array',
+  I64: 'BigInt64Array',
+  I32: 'Int32Array',
+  I16: 'Int16Array',
+  I8: 'Int8Array',
+  U8: 'Uint8Array',
+  BOOL: 'Uint8Array',
 };
 
 /** Opens and reads everything; returns the error code, or 'ok' after checking every tensor is well-formed. */

@@ -32,7 +32,6 @@ function tmpFile(bytes: Uint8Array): string {
   return file;
 }
 
-
 function openAndReadAll(file: string): void {
   const map = openSafetensors(file);
   try {
@@ -273,7 +272,11 @@ describe('reading hand-made files', () => {
       const expectedNames = Object.keys(header).filter((k) => k !== '__metadata__');
       expect([...map.names].sort()).toEqual(expectedNames.sort());
       for (const name of expectedNames) {
-        const { dtype, shape, data_offsets: [begin, end] } = header[name];
+        const {
+          dtype,
+          shape,
+          data_offsets: [begin, end],
+        } = header[name];
         const t = map.get(name);
         expect(t.dtype).toBe(dtype);
         expect(t.shape).toEqual(shape);
@@ -331,11 +334,7 @@ describe('malformed safetensors files', () => {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(badUtf8.length));
     expectCheckpointError(() => openSafetensors(tmpFile(Buffer.concat([len, badUtf8]))), 'SAFETENSORS_HEADER_JSON', 'UTF-8');
-    expectCheckpointError(
-      () => openSafetensors(tmpFile(craft({ ...goodHeader, a: 'F32' }, goodData))),
-      'SAFETENSORS_ENTRY',
-      "'a'",
-    );
+    expectCheckpointError(() => openSafetensors(tmpFile(craft({ ...goodHeader, a: 'F32' }, goodData))), 'SAFETENSORS_ENTRY', "'a'");
   });
 
   it('unknown dtype', () => {
@@ -361,13 +360,7 @@ describe('malformed safetensors files', () => {
 
   it('shape / byte-count mismatch and bad shapes', () => {
     const mismatch = { ...goodHeader, b: { dtype: 'I16', shape: [2, 3], data_offsets: [8, 16] } };
-    expectCheckpointError(
-      () => openSafetensors(tmpFile(craft(mismatch, goodData))),
-      'SAFETENSORS_SHAPE_MISMATCH',
-      "'b'",
-      '12 bytes',
-      '8',
-    );
+    expectCheckpointError(() => openSafetensors(tmpFile(craft(mismatch, goodData))), 'SAFETENSORS_SHAPE_MISMATCH', "'b'", '12 bytes', '8');
     const negative = { ...goodHeader, b: { dtype: 'I16', shape: [-2, -2], data_offsets: [8, 16] } };
     expectCheckpointError(() => openSafetensors(tmpFile(craft(negative, goodData))), 'SAFETENSORS_SHAPE', "'b'");
     const fractional = { ...goodHeader, b: { dtype: 'U8', shape: [2.5, 3.2], data_offsets: [8, 16] } };

@@ -18,7 +18,6 @@ afterAll(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-
 let fileCounter = 0;
 function tmpFile(bytes: Uint8Array): string {
   const file = path.join(tmp, `m${fileCounter++}.bin`);
@@ -68,15 +67,42 @@ function zipChunks(entries: ZipInput[], options: { zip64?: boolean } = {}): (Buf
     const sizeField = (n: number) => (zip64 ? 0xffffffff : n);
     const localExtra = zip64 ? Buffer.concat([u16(1), u16(16), u64(size), u64(storedSize)]) : Buffer.alloc(0);
     const local = Buffer.concat([
-      u32(0x04034b50), u16(zip64 ? 45 : 20), u16(0), u16(method), u16(0), u16(0x21), u32(crc),
-      u32(sizeField(storedSize)), u32(sizeField(size)), u16(name.length), u16(localExtra.length), name, localExtra,
+      u32(0x04034b50),
+      u16(zip64 ? 45 : 20),
+      u16(0),
+      u16(method),
+      u16(0),
+      u16(0x21),
+      u32(crc),
+      u32(sizeField(storedSize)),
+      u32(sizeField(size)),
+      u16(name.length),
+      u16(localExtra.length),
+      name,
+      localExtra,
     ]);
     const centralExtra = zip64 ? Buffer.concat([u16(1), u16(24), u64(size), u64(storedSize), u64(offset)]) : Buffer.alloc(0);
     centrals.push(
       Buffer.concat([
-        u32(0x02014b50), u16(zip64 ? 45 : 20), u16(zip64 ? 45 : 20), u16(0), u16(method), u16(0), u16(0x21), u32(crc),
-        u32(sizeField(storedSize)), u32(sizeField(size)), u16(name.length), u16(centralExtra.length), u16(0),
-        u16(0), u16(0), u32(0), u32(zip64 ? 0xffffffff : offset), name, centralExtra,
+        u32(0x02014b50),
+        u16(zip64 ? 45 : 20),
+        u16(zip64 ? 45 : 20),
+        u16(0),
+        u16(method),
+        u16(0),
+        u16(0x21),
+        u32(crc),
+        u32(sizeField(storedSize)),
+        u32(sizeField(size)),
+        u16(name.length),
+        u16(centralExtra.length),
+        u16(0),
+        u16(0),
+        u16(0),
+        u32(0),
+        u32(zip64 ? 0xffffffff : offset),
+        name,
+        centralExtra,
       ]),
     );
     chunks.push(local, stored);
@@ -89,8 +115,16 @@ function zipChunks(entries: ZipInput[], options: { zip64?: boolean } = {}): (Buf
     const z64Offset = cdOffset + cd.length;
     chunks.push(
       Buffer.concat([
-        u32(0x06064b50), u64(44), u16(45), u16(45), u32(0), u32(0), u64(entries.length), u64(entries.length),
-        u64(cd.length), u64(cdOffset),
+        u32(0x06064b50),
+        u64(44),
+        u16(45),
+        u16(45),
+        u32(0),
+        u32(0),
+        u64(entries.length),
+        u64(entries.length),
+        u64(cd.length),
+        u64(cdOffset),
       ]),
       Buffer.concat([u32(0x07064b50), u32(0), u64(z64Offset), u32(1)]),
       Buffer.concat([u32(0x06054b50), u16(0), u16(0), u16(0xffff), u16(0xffff), u32(0xffffffff), u32(0xffffffff), u16(0)]),
@@ -232,7 +266,11 @@ function stateDictPickle(specs: TensorSpec[], protocol: 2 | 4 = 2): Uint8Array {
   return w.build();
 }
 
-function torchZip(pickle: Uint8Array, storages: Record<string, Uint8Array>, options: { zip64?: boolean; deflate?: boolean; archive?: string; extra?: ZipInput[] } = {}): Buffer {
+function torchZip(
+  pickle: Uint8Array,
+  storages: Record<string, Uint8Array>,
+  options: { zip64?: boolean; deflate?: boolean; archive?: string; extra?: ZipInput[] } = {},
+): Buffer {
   const archive = options.archive ?? 'archive';
   return buildZip(
     [
@@ -261,7 +299,10 @@ describe('golden pytorch_model.bin files', () => {
       const binOnly = [...binNames].filter((n) => !stNames.has(n));
       const stOnly = [...stNames].filter((n) => !binNames.has(n));
       expect(stOnly, model).toEqual([]);
-      expect(binOnly.every((n) => n === 'lm_head.weight'), `${model}: extra .bin tensors ${binOnly}`).toBe(true);
+      expect(
+        binOnly.every((n) => n === 'lm_head.weight'),
+        `${model}: extra .bin tensors ${binOnly}`,
+      ).toBe(true);
       expect(binOnly, model).toEqual([]);
       let compared = 0;
       for (const name of st.names) {
@@ -325,7 +366,10 @@ describe('crafted torch checkpoints', () => {
     ['protocol 2, stored', () => torchZip(stateDictPickle(specs, 2), storages)],
     ['protocol 4, deflated storages', () => torchZip(stateDictPickle(specs, 4), storages, { deflate: true })],
     ['zip64 records', () => torchZip(stateDictPickle(specs, 2), storages, { zip64: true, archive: 'pytorch_model' })],
-    ['byteorder little', () => torchZip(stateDictPickle(specs, 2), storages, { extra: [{ name: 'archive/byteorder', data: Buffer.from('little') }] })],
+    [
+      'byteorder little',
+      () => torchZip(stateDictPickle(specs, 2), storages, { extra: [{ name: 'archive/byteorder', data: Buffer.from('little') }] }),
+    ],
   ];
 
   for (const [label, make] of variants) {
@@ -357,7 +401,11 @@ describe('crafted torch checkpoints', () => {
       expect(f('b')).toEqual([1, 3.140625]);
       expect([...(map.get('hEvery2').data as Uint16Array)]).toEqual([0x3c00, 0x7c00]);
       expect(f('hEvery2')).toEqual([1, Infinity]); // gathered straight into the F32 result's upper half
-      expect(map.get('idsExpand')).toEqual({ dtype: 'I64', shape: [2, 2], data: new BigInt64Array([2n ** 40n, 2n ** 40n, 2n ** 40n, 2n ** 40n]) });
+      expect(map.get('idsExpand')).toEqual({
+        dtype: 'I64',
+        shape: [2, 2],
+        data: new BigInt64Array([2n ** 40n, 2n ** 40n, 2n ** 40n, 2n ** 40n]),
+      });
       expect(map.get('maskEvery2')).toEqual({ dtype: 'BOOL', shape: [2, 1], data: new Uint8Array([1, 1]) });
       expect(map.info('wT')).toEqual({ name: 'wT', dtype: 'F32', shape: [3, 2], byteLength: 24, file });
       expectCheckpointError(() => map.get('nope'), 'TENSOR_MISSING', "'nope'", file);
@@ -381,7 +429,23 @@ describe('crafted torch checkpoints', () => {
     const osSystem = withPickle([0x80, 2, ...ascii('cos\nsystem\n'), 0xff, 0xff]);
     expectCheckpointError(() => openTorchCheckpoint(osSystem), 'PICKLE_FORBIDDEN_GLOBAL', "'os.system'", 'byte offset 2');
     // STACK_GLOBAL builtins.eval (protocol 4 style)
-    const evalPickle = withPickle([0x80, 4, 0x8c, 8, ...ascii('builtins'), 0x8c, 4, ...ascii('eval'), 0x93, 0x8c, 1, 0x31, 0x85, 0x52, 0x2e]);
+    const evalPickle = withPickle([
+      0x80,
+      4,
+      0x8c,
+      8,
+      ...ascii('builtins'),
+      0x8c,
+      4,
+      ...ascii('eval'),
+      0x93,
+      0x8c,
+      1,
+      0x31,
+      0x85,
+      0x52,
+      0x2e,
+    ]);
     expectCheckpointError(() => openTorchCheckpoint(evalPickle), 'PICKLE_FORBIDDEN_GLOBAL', "'builtins.eval'");
     const popen = withPickle([0x80, 2, ...ascii('csubprocess\nPopen\n'), 0x2e]);
     expectCheckpointError(() => openTorchCheckpoint(popen), 'PICKLE_FORBIDDEN_GLOBAL', "'subprocess.Popen'");
@@ -457,7 +521,12 @@ describe('crafted torch checkpoints', () => {
   });
 
   it('zip without data.pkl', () => {
-    const file = tmpFile(buildZip([{ name: 'archive/data/0', data: new Uint8Array(4) }, { name: 'archive/version', data: Buffer.from('3\n') }]));
+    const file = tmpFile(
+      buildZip([
+        { name: 'archive/data/0', data: new Uint8Array(4) },
+        { name: 'archive/version', data: Buffer.from('3\n') },
+      ]),
+    );
     expectCheckpointError(() => openTorchCheckpoint(file), 'TORCH_NO_DATA_PKL', file, 'data.pkl');
   });
 

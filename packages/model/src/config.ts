@@ -64,7 +64,10 @@ function readJson(path: string, what: string): Record<string, unknown> {
 }
 
 class FieldReader {
-  constructor(private readonly raw: Record<string, unknown>, private readonly path: string) {}
+  constructor(
+    private readonly raw: Record<string, unknown>,
+    private readonly path: string,
+  ) {}
 
   int(name: string, fallback?: number): number {
     const v = this.raw[name];
@@ -169,7 +172,8 @@ export function loadModelConfig(dir: string): ModelConfig {
     const headDim = f.int('head_dim', hiddenSize / numHeads);
     if (numHeads % numKvHeads !== 0) f.fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
     if (headDim % 2 !== 0) f.fail(`head_dim ${headDim} must be even for RoPE`);
-    if (raw.head_dim === undefined && hiddenSize % numHeads !== 0) f.fail(`hidden_size ${hiddenSize} not divisible by num_attention_heads ${numHeads}`);
+    if (raw.head_dim === undefined && hiddenSize % numHeads !== 0)
+      f.fail(`hidden_size ${hiddenSize} not divisible by num_attention_heads ${numHeads}`);
     const act = f.str('hidden_act', 'silu');
     if (act !== 'silu') f.fail(`hidden_act "${act}" is not supported for llama (expected "silu")`);
     if (f.bool('attention_bias', false) || f.bool('mlp_bias', false)) f.fail('attention_bias / mlp_bias = true is not supported');
@@ -255,13 +259,27 @@ export function loadModelConfig(dir: string): ModelConfig {
   const recorded = (key: string, valid: (v: unknown) => boolean, expected: string): unknown => {
     const v = gen[key];
     if (v === undefined || v === null) return undefined;
-    if (!valid(v)) throw new ConfigError('CONFIG_FIELD', `generation_config.json field "${key}" must be ${expected}, got ${JSON.stringify(v)} in ${genPath}`);
+    if (!valid(v))
+      throw new ConfigError(
+        'CONFIG_FIELD',
+        `generation_config.json field "${key}" must be ${expected}, got ${JSON.stringify(v)} in ${genPath}`,
+      );
     return v;
   };
   const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
-  const recommendedExitLayer = recorded('mexit_exit_layer', (v) => isInt(v) && v >= 1 && v < cfg.numLayers, `an integer in 1..${cfg.numLayers - 1}`) as number | undefined;
-  const recommendedNumSpeculations = recorded('mexit_num_speculations', (v) => isInt(v) && v >= 1, 'a positive integer') as number | undefined;
-  const recommendedDraftQuantization = recorded('mexit_draft_quantization', (v) => v === 'none' || v === 'int8' || v === 'int4', '"none", "int8" or "int4"') as ModelConfig['recommendedDraftQuantization'];
+  const recommendedExitLayer = recorded(
+    'mexit_exit_layer',
+    (v) => isInt(v) && v >= 1 && v < cfg.numLayers,
+    `an integer in 1..${cfg.numLayers - 1}`,
+  ) as number | undefined;
+  const recommendedNumSpeculations = recorded('mexit_num_speculations', (v) => isInt(v) && v >= 1, 'a positive integer') as
+    | number
+    | undefined;
+  const recommendedDraftQuantization = recorded(
+    'mexit_draft_quantization',
+    (v) => v === 'none' || v === 'int8' || v === 'int4',
+    '"none", "int8" or "int4"',
+  ) as ModelConfig['recommendedDraftQuantization'];
   return {
     ...cfg,
     eosTokenIds,

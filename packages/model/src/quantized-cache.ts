@@ -52,7 +52,10 @@ export class QuantizedBlockCache {
   writes = 0;
   private readonly store: MsgpackStore;
 
-  constructor(readonly dir: string, private readonly tensors: TensorMap) {
+  constructor(
+    readonly dir: string,
+    private readonly tensors: TensorMap,
+  ) {
     this.store = new MsgpackStore(join(dir, 'quantized'));
   }
 
@@ -68,7 +71,16 @@ export class QuantizedBlockCache {
     }
     this.misses++;
     const blocks = quantizeBlocks(w, N, K, bits);
-    const entry: StoredBlocks = { format: QUANT_CACHE_FORMAT, key, N, K, bits, data: blocks.data, scales: blocks.scales, sha256: digest(blocks) };
+    const entry: StoredBlocks = {
+      format: QUANT_CACHE_FORMAT,
+      key,
+      N,
+      K,
+      bits,
+      data: blocks.data,
+      scales: blocks.scales,
+      sha256: digest(blocks),
+    };
     try {
       this.store.write(file, entry);
       this.writes++;

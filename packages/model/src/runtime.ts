@@ -66,9 +66,12 @@ function checkpointBytes(tensors: TensorMap): number {
 
 function createArchitecture(cfg: ModelConfig, w: WeightSource): Architecture {
   switch (cfg.modelType) {
-    case 'llama': return llamaArchitecture(cfg, w);
-    case 'gpt2': return gpt2Architecture(cfg, w);
-    case 'gpt_neo': return gptNeoArchitecture(cfg, w);
+    case 'llama':
+      return llamaArchitecture(cfg, w);
+    case 'gpt2':
+      return gpt2Architecture(cfg, w);
+    case 'gpt_neo':
+      return gptNeoArchitecture(cfg, w);
   }
 }
 
@@ -101,7 +104,8 @@ export class ModelRuntime {
     const tensors = openCheckpoint(dir);
     const tokenizer = MexitTokenizer.load(dir);
     const threads = options.threads ?? defaultThreads(checkpointBytes(tensors));
-    if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('RUNTIME_OPTIONS', `threads must be a positive integer, got ${threads}`);
+    if (!Number.isInteger(threads) || threads < 1)
+      throw new ConfigError('RUNTIME_OPTIONS', `threads must be a positive integer, got ${threads}`);
     const { cacheDir } = options;
     if (cacheDir !== undefined && (typeof cacheDir !== 'string' || cacheDir === '')) {
       throw new ConfigError('RUNTIME_OPTIONS', `cacheDir must be a non-empty path, got ${JSON.stringify(cacheDir)}`);
@@ -133,7 +137,13 @@ export class ModelRuntime {
   /** A fresh KV cache shaped for this model, bounded by its context length. */
   createCache(initialCapacity = 256): KvCache {
     const { numLayers, numKvHeads, headDim, maxPositions } = this.config;
-    return new KvCache({ numLayers, kvHeads: numKvHeads, headDim, initialCapacity: Math.min(initialCapacity, maxPositions), maxCapacity: maxPositions });
+    return new KvCache({
+      numLayers,
+      kvHeads: numKvHeads,
+      headDim,
+      initialCapacity: Math.min(initialCapacity, maxPositions),
+      maxCapacity: maxPositions,
+    });
   }
 
   /** The compiled stage for `spec`, built on first request. */
@@ -152,7 +162,13 @@ export class ModelRuntime {
 
   private async buildStage(spec: StageSpec): Promise<Stage> {
     const t0 = performance.now();
-    const { bytes, weightBytes, externalData } = buildStageGraph(this.config, this.arch, this.weights, spec, this.quantizedCache?.quantizer);
+    const { bytes, weightBytes, externalData } = buildStageGraph(
+      this.config,
+      this.arch,
+      this.weights,
+      spec,
+      this.quantizedCache?.quantizer,
+    );
     const session = await ort.InferenceSession.create(bytes, {
       externalData,
       executionProviders: ['cpu'],

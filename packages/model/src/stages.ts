@@ -170,7 +170,8 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
   }
   if (spec.propagate && spec.exits?.length) throw new OptionsError('STAGE_EXIT', 'propagate stages have no exits');
   if (spec.chain !== undefined) {
-    if (!Number.isInteger(spec.chain) || spec.chain < 1) throw new OptionsError('STAGE_CHAIN', `chain must be a positive integer, got ${spec.chain}`);
+    if (!Number.isInteger(spec.chain) || spec.chain < 1)
+      throw new OptionsError('STAGE_CHAIN', `chain must be a positive integer, got ${spec.chain}`);
     if (from !== 0 || spec.propagate || spec.exits?.length !== 1 || spec.exits[0].layer !== to) {
       throw new OptionsError('STAGE_CHAIN', 'a chain stage starts at layer 0 and has exactly one exit, at its last layer');
     }
@@ -241,15 +242,22 @@ export class Stage {
     const { hiddenSize: d, numKvHeads, headDim } = this.cfg;
     const embeds = from === 0 && !this.spec.propagate;
     const n = embeds ? input.length : input.length / d;
-    if (!Number.isInteger(n) || n < 1) throw new OptionsError('STAGE_INPUT', `stage ${stageKey(this.spec)} got an empty or misshapen input`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new OptionsError('STAGE_INPUT', `stage ${stageKey(this.spec)} got an empty or misshapen input`);
     const past = from < to ? cache.length(from) : 0;
     for (let l = from; l < to; l++) {
       if (cache.length(l) !== past) {
-        throw new CacheError('KV_LAYER_MISMATCH', `layer ${l} holds ${cache.length(l)} rows but layer ${from} holds ${past}; a stage's layers must be in step`);
+        throw new CacheError(
+          'KV_LAYER_MISMATCH',
+          `layer ${l} holds ${cache.length(l)} rows but layer ${from} holds ${past}; a stage's layers must be in step`,
+        );
       }
     }
     if (past + n + extraRows > this.cfg.maxPositions) {
-      throw new OptionsError('CONTEXT_OVERFLOW', `positions up to ${past + n + extraRows} exceed max_position_embeddings ${this.cfg.maxPositions}`);
+      throw new OptionsError(
+        'CONTEXT_OVERFLOW',
+        `positions up to ${past + n + extraRows} exceed max_position_embeddings ${this.cfg.maxPositions}`,
+      );
     }
     const feeds = this.feeds;
     if (embeds) {

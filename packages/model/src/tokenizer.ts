@@ -255,10 +255,16 @@ export class MexitTokenizer {
       const addBos = config.add_bos_token === undefined ? true : config.add_bos_token === true;
       const addEos = config.add_eos_token === true;
       if (addBos && this.bosTokenId === undefined) {
-        throw new TokenizerError('TOKENIZER_CONFIG', `${sources.tokenizerConfig}: add_bos_token is set but bos_token ${JSON.stringify(this.bosToken)} is not in the vocabulary`);
+        throw new TokenizerError(
+          'TOKENIZER_CONFIG',
+          `${sources.tokenizerConfig}: add_bos_token is set but bos_token ${JSON.stringify(this.bosToken)} is not in the vocabulary`,
+        );
       }
       if (addEos && this.eosTokenId === undefined) {
-        throw new TokenizerError('TOKENIZER_CONFIG', `${sources.tokenizerConfig}: add_eos_token is set but eos_token ${JSON.stringify(this.eosToken)} is not in the vocabulary`);
+        throw new TokenizerError(
+          'TOKENIZER_CONFIG',
+          `${sources.tokenizerConfig}: add_eos_token is set but eos_token ${JSON.stringify(this.eosToken)} is not in the vocabulary`,
+        );
       }
       this.flagWrap = { bos: addBos ? this.bosTokenId : undefined, eos: addEos ? this.eosTokenId : undefined };
     }
@@ -317,7 +323,10 @@ export class MexitTokenizer {
       tokenizerConfig: options.tokenizerConfigName ?? 'tokenizer_config.json',
     };
     if (!isObject(tokenizerJson)) {
-      throw new TokenizerError('TOKENIZER_JSON', `${sources.tokenizerJson} must hold a JSON object, found ${Array.isArray(tokenizerJson) ? 'an array' : typeof tokenizerJson}`);
+      throw new TokenizerError(
+        'TOKENIZER_JSON',
+        `${sources.tokenizerJson} must hold a JSON object, found ${Array.isArray(tokenizerJson) ? 'an array' : typeof tokenizerJson}`,
+      );
     }
     const model = tokenizerJson.model;
     if (!isObject(model)) {
@@ -407,7 +416,10 @@ export class MexitTokenizer {
       }
       return templates;
     }
-    throw new TokenizerError('TOKENIZER_CONFIG', `${source}: chat_template must be a string or a list of {name, template}, found ${typeof value}`);
+    throw new TokenizerError(
+      'TOKENIZER_CONFIG',
+      `${source}: chat_template must be a string or a list of {name, template}, found ${typeof value}`,
+    );
   }
 
   /**
@@ -449,13 +461,16 @@ export class MexitTokenizer {
     } catch (err) {
       throw new TokenizerError('TOKENIZER_DECODE', `${this.sources.tokenizerJson}: cannot decode ids: ${errorText(err)}`, { cause: err });
     }
-    return options.cleanUpTokenizationSpaces ?? this.cleanUpByDefault ? cleanUpTokenizationSpaces(text) : text;
+    return (options.cleanUpTokenizationSpaces ?? this.cleanUpByDefault) ? cleanUpTokenizationSpaces(text) : text;
   }
 
   /** Throws TOKEN_ID_RANGE unless `id` names a token; returns it. */
   checkId(id: number, position = 0): number {
     if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.inner.id_to_token(id) === undefined) {
-      throw new TokenizerError('TOKEN_ID_RANGE', `token id ${id} at position ${position} is not in the vocabulary of ${this.sources.tokenizerJson} (size ${this.vocabSize})`);
+      throw new TokenizerError(
+        'TOKEN_ID_RANGE',
+        `token id ${id} at position ${position} is not in the vocabulary of ${this.sources.tokenizerJson} (size ${this.vocabSize})`,
+      );
     }
     return id;
   }
@@ -506,7 +521,11 @@ export class MexitTokenizer {
       try {
         template = new Template(source);
       } catch (err) {
-        throw new TokenizerError('CHAT_TEMPLATE', `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig} does not parse: ${errorText(err)}`, { cause: err });
+        throw new TokenizerError(
+          'CHAT_TEMPLATE',
+          `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig} does not parse: ${errorText(err)}`,
+          { cause: err },
+        );
       }
       this.compiledTemplates.set(name, template);
     }
@@ -523,7 +542,11 @@ export class MexitTokenizer {
     try {
       return template.render(variables);
     } catch (err) {
-      throw new TokenizerError('CHAT_TEMPLATE', `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig} failed to render: ${errorText(err)}`, { cause: err });
+      throw new TokenizerError(
+        'CHAT_TEMPLATE',
+        `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig} failed to render: ${errorText(err)}`,
+        { cause: err },
+      );
     }
   }
 

@@ -81,8 +81,15 @@ describe('malformed model directories', () => {
       const path = join(d, 'generation_config.json');
       writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), ...extra }));
     };
-    const ok = await ModelRuntime.load(variant('llama2-tiny', (d) => editGen(d, { mexit_exit_layer: 1, mexit_num_speculations: 5, mexit_draft_quantization: 'int8' })), { threads: 1 });
-    expect([ok.config.recommendedExitLayer, ok.config.recommendedNumSpeculations, ok.config.recommendedDraftQuantization]).toEqual([1, 5, 'int8']);
+    const ok = await ModelRuntime.load(
+      variant('llama2-tiny', (d) => editGen(d, { mexit_exit_layer: 1, mexit_num_speculations: 5, mexit_draft_quantization: 'int8' })),
+      { threads: 1 },
+    );
+    expect([ok.config.recommendedExitLayer, ok.config.recommendedNumSpeculations, ok.config.recommendedDraftQuantization]).toEqual([
+      1,
+      5,
+      'int8',
+    ]);
     const bad: [Record<string, unknown>, RegExp][] = [
       [{ mexit_draft_quantization: 'int3' }, /mexit_draft_quantization.*"none", "int8" or "int4".*"int3"/],
       [{ mexit_exit_layer: 99 }, /mexit_exit_layer.*1\.\.\d+.*99/],

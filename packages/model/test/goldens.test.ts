@@ -134,7 +134,14 @@ for (const name of MODELS) {
       it('IBM layer-specific exit heads match exitheads_logits', async () => {
         const rt = await load(name);
         expect(rt.availableExits().layerSpecific).toEqual([2, 4]);
-        const stage = await rt.stage({ from: 0, to: 4, exits: [{ layer: 2, head: 'layer-specific' }, { layer: 4, head: 'layer-specific' }] });
+        const stage = await rt.stage({
+          from: 0,
+          to: 4,
+          exits: [
+            { layer: 2, head: 'layer-specific' },
+            { layer: 4, head: 'layer-specific' },
+          ],
+        });
         for (let k = 0; k < 3; k++) {
           const out = await stage.run(rt.createCache(), ids(golden, `input_ids_${k}`));
           expect(worstExcess(out.logits[0], golden.getF32(`exitheads_logits_${k}_2`), 1e-4)).toBeLessThanOrEqual(0);
@@ -199,7 +206,11 @@ describe('chain stages (greedy drafts in one call)', () => {
       const step = await rt.stage(spec);
       const V = rt.config.vocabSize;
       const d = rt.config.hiddenSize;
-      for (const [promptLength, chainLength] of [[1, 1], [5, 3], [9, 6]]) {
+      for (const [promptLength, chainLength] of [
+        [1, 1],
+        [5, 3],
+        [9, 6],
+      ]) {
         const chain = await rt.stage({ ...spec, chain: chainLength, chainFeedsLast: feedLast });
         const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + chainLength) % V);
         const stepCache = rt.createCache();

@@ -15,7 +15,11 @@ function random(n: number, seed: number): Float32Array {
   });
 }
 
-async function run(g: GraphBuilder, feeds: Record<string, Float32Array>, dims: Record<string, number[]>): Promise<Record<string, Float32Array>> {
+async function run(
+  g: GraphBuilder,
+  feeds: Record<string, Float32Array>,
+  dims: Record<string, number[]>,
+): Promise<Record<string, Float32Array>> {
   const bytes = g.toBytes();
   const session = await ort.InferenceSession.create(bytes, { externalData: g.externalData, executionProviders: ['cpu'] });
   const inputs = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, new ort.Tensor('float32', v, dims[k])]));

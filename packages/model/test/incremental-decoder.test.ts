@@ -21,7 +21,11 @@ import {
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
-function streamDecode(tok: MexitTokenizer, ids: number[], options: { skipSpecialTokens?: boolean; cleanUpTokenizationSpaces?: boolean }): string[] {
+function streamDecode(
+  tok: MexitTokenizer,
+  ids: number[],
+  options: { skipSpecialTokens?: boolean; cleanUpTokenizationSpaces?: boolean },
+): string[] {
   const decoder = new IncrementalDecoder(tok, options);
   const deltas = ids.map((id) => decoder.push(id));
   deltas.push(decoder.flush());
@@ -91,22 +95,49 @@ describe('IncrementalDecoder', () => {
     ['llama3', () => llama3, gpt2ByteTokenId, [128000, 128006, 128009]],
   ];
   for (const [name, getTok, byteId, specials] of cases) {
-    test.skipIf(name === 'llama3' && LLAMA3_DIR === undefined)(`${name}: concatenated deltas equal decode(all) on random id sequences`, () => {
-      const tok = getTok()!;
-      const rng = makeRng(name.length * 7919);
-      for (let trial = 0; trial < 60; trial++) {
-        const ids = randomIdSequence(rng, tok, byteId, specials);
-        for (const skipSpecialTokens of [false, true]) {
-          const streamed = streamDecode(tok, ids, { skipSpecialTokens }).join('');
-          expect(streamed, JSON.stringify(ids)).toBe(tok.decode(ids, { skipSpecialTokens }));
+    test.skipIf(name === 'llama3' && LLAMA3_DIR === undefined)(
+      `${name}: concatenated deltas equal decode(all) on random id sequences`,
+      () => {
+        const tok = getTok()!;
+        const rng = makeRng(name.length * 7919);
+        for (let trial = 0; trial < 60; trial++) {
+          const ids = randomIdSequence(rng, tok, byteId, specials);
+          for (const skipSpecialTokens of [false, true]) {
+            const streamed = streamDecode(tok, ids, { skipSpecialTokens }).join('');
+            expect(streamed, JSON.stringify(ids)).toBe(tok.decode(ids, { skipSpecialTokens }));
+          }
         }
-      }
-    });
+      },
+    );
   }
 
   test('with clean-up on, streaming equals decode(all) with clean-up', () => {
     const rng = makeRng(99);
-    const cleanupPieces = [' ', '.', ',', '!', '?', "'", 'n', 't', 'm', 's', 'v', 'e', 'r', "n't", " 's", " ' ", " 've", " 're", 'x', 'xy', 'é', '中文', '😀'];
+    const cleanupPieces = [
+      ' ',
+      '.',
+      ',',
+      '!',
+      '?',
+      "'",
+      'n',
+      't',
+      'm',
+      's',
+      'v',
+      'e',
+      'r',
+      "n't",
+      " 's",
+      " ' ",
+      " 've",
+      " 're",
+      'x',
+      'xy',
+      'é',
+      '中文',
+      '😀',
+    ];
     for (let trial = 0; trial < 80; trial++) {
       let text = '';
       const pieces = 1 + Math.floor(rng() * 25);

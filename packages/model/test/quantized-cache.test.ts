@@ -46,7 +46,12 @@ async function outputs(rt: ModelRuntime, quantize: LinearQuantization = 'int8'):
 
 function cacheFiles(cacheDir: string): string[] {
   const dir = path.join(cacheDir, 'quantized');
-  return fs.existsSync(dir) ? fs.readdirSync(dir).sort().map((f) => path.join(dir, f)) : [];
+  return fs.existsSync(dir)
+    ? fs
+        .readdirSync(dir)
+        .sort()
+        .map((f) => path.join(dir, f))
+    : [];
 }
 
 const reference = new Map<LinearQuantization, Uint8Array[]>();
@@ -82,7 +87,12 @@ describe('quantized weight cache (RuntimeOptions.cacheDir)', () => {
       expect(await outputs(second, quantize)).toEqual(expected);
       const hit = second.quantizedCache!;
       // Every weight came from disk: quantizeBlocks ran for none of them, nothing was rewritten.
-      expect({ hits: hit.hits, misses: hit.misses, rejected: hit.rejected, writes: hit.writes }).toEqual({ hits: miss.misses, misses: 0, rejected: 0, writes: 0 });
+      expect({ hits: hit.hits, misses: hit.misses, rejected: hit.rejected, writes: hit.writes }).toEqual({
+        hits: miss.misses,
+        misses: 0,
+        rejected: 0,
+        writes: 0,
+      });
       expect(cacheFiles(cacheDir)).toEqual(files);
       expect(files.map((f) => fs.statSync(f).mtimeMs)).toEqual(mtimes);
     });
@@ -111,7 +121,11 @@ describe('quantized weight cache (RuntimeOptions.cacheDir)', () => {
     const entry = (f: string) => readMsgpackFile<Entry>(f);
     const corruptions: ((f: string) => void)[] = [
       (f) => fs.writeFileSync(f, fs.readFileSync(f).subarray(0, 100)), // truncated
-      (f) => fs.writeFileSync(f, Uint8Array.from({ length: 4096 }, (_, i) => (i * 167 + 13) & 255)), // garbage
+      (f) =>
+        fs.writeFileSync(
+          f,
+          Uint8Array.from({ length: 4096 }, (_, i) => (i * 167 + 13) & 255),
+        ), // garbage
       (f) => fs.writeFileSync(f, new Uint8Array(0)), // empty
       (f) => fs.writeFileSync(f, packMsgpack(42)), // valid MessagePack, not an entry
       (f) => {
@@ -205,14 +219,20 @@ describe('quantized weight cache (RuntimeOptions.cacheDir)', () => {
 
 /** SHA-256 (hex) of data then scales, as the cache stores it. */
 function checksum(data: Uint8Array, scales: Float32Array): string {
-  return createHash('sha256').update(data).update(new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength)).digest('hex');
+  return createHash('sha256')
+    .update(data)
+    .update(new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength))
+    .digest('hex');
 }
 
 /** Sets element `index` of F32 tensor `name` in a safetensors file in place (same size). */
 function overwriteF32(file: string, name: string, index: number, value: number): void {
   const buf = fs.readFileSync(file);
   const headerLength = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
+  const header = JSON.parse(buf.subarray(8, 8 + headerLength).toString('utf8')) as Record<
+    string,
+    { dtype: string; data_offsets: [number, number] }
+  >;
   const t = header[name];
   expect(t.dtype).toBe('F32');
   buf.writeFloatLE(value, 8 + headerLength + t.data_offsets[0] + 4 * index);

@@ -242,8 +242,7 @@ describe('chat templates', () => {
       { role: 'assistant', content: 'Hello!' },
       { role: 'user', content: 'Bye' },
     ];
-    const body =
-      '<|system|>\nYou are helpful.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n';
+    const body = '<|system|>\nYou are helpful.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nBye<|end|>\n';
     expect(sp.applyChatTemplate(conversation)).toBe(`${body}<|assistant|>\n`);
     expect(sp.applyChatTemplate(conversation, { addGenerationPrompt: false })).toBe(body);
     // No generation prompt after an assistant turn, even when asked.
@@ -272,7 +271,11 @@ describe('chat templates', () => {
         eos_token: '</s>',
         chat_template: [
           { name: 'tool_use', template: 'TOOLS{{ messages | length }}' },
-          { name: 'default', template: '{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}' },
+          {
+            name: 'default',
+            template:
+              '{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}',
+          },
         ],
       }),
     );
@@ -355,9 +358,17 @@ describe('malformed input', () => {
   });
 
   test('tokenizer.json problems → TOKENIZER_JSON / TOKENIZER_UNSUPPORTED', () => {
-    expectTokenizerError(() => MexitTokenizer.load(dirWith('notjson', { 'tokenizer.json': '{"model": ' })), 'TOKENIZER_JSON', 'tokenizer.json');
+    expectTokenizerError(
+      () => MexitTokenizer.load(dirWith('notjson', { 'tokenizer.json': '{"model": ' })),
+      'TOKENIZER_JSON',
+      'tokenizer.json',
+    );
     expectTokenizerError(() => MexitTokenizer.load(dirWith('array', { 'tokenizer.json': '[1, 2]' })), 'TOKENIZER_JSON');
-    expectTokenizerError(() => MexitTokenizer.load(dirWith('nomodel', { 'tokenizer.json': '{"version": "1.0"}' })), 'TOKENIZER_JSON', 'model');
+    expectTokenizerError(
+      () => MexitTokenizer.load(dirWith('nomodel', { 'tokenizer.json': '{"version": "1.0"}' })),
+      'TOKENIZER_JSON',
+      'model',
+    );
     const json = tinyTokenizerJson();
     const unknownModel = { ...json, model: { type: 'SentencePieceMagic', vocab: {} } };
     expectTokenizerError(() => MexitTokenizer.fromObjects(unknownModel), 'TOKENIZER_UNSUPPORTED', 'BPE');
@@ -406,29 +417,32 @@ describe.skipIf(RustTokenizerClass === undefined)('agreement with Rust tokenizer
     ['llama3', () => LLAMA3_DIR, () => llama3],
   ];
   for (const [name, getDir, getTok] of named) {
-    test.skipIf(name === 'llama3' && LLAMA3_DIR === undefined)(`${name}: same ids on TinyStories and random text, same decode on random ids`, async () => {
-      const tok = getTok()!;
-      const rust = RustTokenizerClass!.fromFile(join(getDir()!, 'tokenizer.json'));
-      const rng = makeRng(name.length * 104729);
-      const texts = [...storyLines];
-      for (let i = 0; i < 200; i++) texts.push(randomText(rng, true));
-      for (const addSpecialTokens of [true, false]) {
-        const reference = await rust.encodeBatch(texts, { addSpecialTokens });
-        texts.forEach((text, i) => {
-          expect(tok.encode(text, { addSpecialTokens }), JSON.stringify(text)).toEqual(reference[i].getIds());
-        });
-      }
-      for (let trial = 0; trial < 150; trial++) {
-        const ids: number[] = [];
-        const length = 1 + Math.floor(rng() * 16);
-        for (let i = 0; i < length; i++) ids.push(Math.floor(rng() * (rng() < 0.5 ? 300 : tok.vocabSize)));
-        const known = ids.filter((id) => tok.idToToken(id) !== undefined);
-        if (known.length === 0) continue;
-        for (const skip of [false, true]) {
-          expect(tok.decode(known, { skipSpecialTokens: skip }), JSON.stringify(known)).toBe(await rust.decode(known, skip));
+    test.skipIf(name === 'llama3' && LLAMA3_DIR === undefined)(
+      `${name}: same ids on TinyStories and random text, same decode on random ids`,
+      async () => {
+        const tok = getTok()!;
+        const rust = RustTokenizerClass!.fromFile(join(getDir()!, 'tokenizer.json'));
+        const rng = makeRng(name.length * 104729);
+        const texts = [...storyLines];
+        for (let i = 0; i < 200; i++) texts.push(randomText(rng, true));
+        for (const addSpecialTokens of [true, false]) {
+          const reference = await rust.encodeBatch(texts, { addSpecialTokens });
+          texts.forEach((text, i) => {
+            expect(tok.encode(text, { addSpecialTokens }), JSON.stringify(text)).toEqual(reference[i].getIds());
+          });
         }
-      }
-    });
+        for (let trial = 0; trial < 150; trial++) {
+          const ids: number[] = [];
+          const length = 1 + Math.floor(rng() * 16);
+          for (let i = 0; i < length; i++) ids.push(Math.floor(rng() * (rng() < 0.5 ? 300 : tok.vocabSize)));
+          const known = ids.filter((id) => tok.idToToken(id) !== undefined);
+          if (known.length === 0) continue;
+          for (const skip of [false, true]) {
+            expect(tok.decode(known, { skipSpecialTokens: skip }), JSON.stringify(known)).toBe(await rust.decode(known, skip));
+          }
+        }
+      },
+    );
   }
 
   test('Phi-3 chat prompt encodes like Rust without special tokens', async () => {

@@ -54,20 +54,14 @@ describe('training tool smoke test', () => {
     // safetensors header: 8-byte little-endian length, then JSON naming the HF Llama tensors in F16.
     const bytes = readFileSync(join(modelDir, 'model.safetensors'));
     const headerLength = Number(bytes.readBigUInt64LE(0));
-    const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8')) as Record<
-      string,
-      { dtype: string; shape: number[] }
-    >;
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { dtype: string; shape: number[] }>;
     const hidden = config.hidden_size as number;
     const vocab = config.vocab_size as number;
     expect(header['model.embed_tokens.weight']).toMatchObject({ dtype: 'F16', shape: [vocab, hidden] });
     expect(header['model.layers.0.self_attn.q_proj.weight']?.dtype).toBe('F16');
     expect(header['lm_head.weight']).toBeUndefined(); // tied embeddings: HF does not store the head
 
-    const headsConfig = JSON.parse(readFileSync(join(workDir, 'model-exitheads', 'config.json'), 'utf8')) as Record<
-      string,
-      unknown
-    >;
+    const headsConfig = JSON.parse(readFileSync(join(workDir, 'model-exitheads', 'config.json'), 'utf8')) as Record<string, unknown>;
     expect(headsConfig.lm_head_layer_indices).toEqual([2, 4]);
 
     // The engine loads both exports through the ordinary Llama path and runs them from text.

@@ -42,7 +42,10 @@ export interface GeneratorOptions extends RuntimeOptions, GenerateOptions {}
 export class MexitGenerator {
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly runtime: ModelRuntime, readonly defaults: GenerateOptions = {}) {}
+  constructor(
+    readonly runtime: ModelRuntime,
+    readonly defaults: GenerateOptions = {},
+  ) {}
 
   /** Loads a model directory; `options` holds runtime settings and default generation options. */
   static async fromPretrained(dir: string, options: GeneratorOptions = {}): Promise<MexitGenerator> {

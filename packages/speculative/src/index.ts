@@ -4,12 +4,30 @@
  * interface and its implementations), `@mexit/speculative/lowlevel` (acceptance rules, verifier, sink,
  * ACD and CALM building blocks) for tools and tests.
  */
-export { MexitGenerator, SelfSpeculativeGenerator, type GenerationEvent, type GenerationResult, type GeneratorOptions, type Prompt, type StopReason } from './generator.js';
+export {
+  MexitGenerator,
+  SelfSpeculativeGenerator,
+  type GenerationEvent,
+  type GenerationResult,
+  type GeneratorOptions,
+  type Prompt,
+  type StopReason,
+} from './generator.js';
 export type { GenerationStats } from './stats.js';
 export type { PhaseTimes } from './state.js';
 export {
-  resolveOptions, defaultExitHead, defaultExitLayer, DECODING_MODES, DRAFTERS, type DrafterKind,
-  DEFAULT_CALM_THRESHOLD, DEFAULT_MAX_NEW_TOKENS, DEFAULT_NUM_SPECULATIONS, type DecodingMode, type GenerateOptions, type ResolvedOptions,
+  resolveOptions,
+  defaultExitHead,
+  defaultExitLayer,
+  DECODING_MODES,
+  DRAFTERS,
+  type DrafterKind,
+  DEFAULT_CALM_THRESHOLD,
+  DEFAULT_MAX_NEW_TOKENS,
+  DEFAULT_NUM_SPECULATIONS,
+  type DecodingMode,
+  type GenerateOptions,
+  type ResolvedOptions,
 } from './options.js';
 export { type ContrastFunction, DEFAULT_ACD_ALPHA, DEFAULT_ACD_MINIMUM_CANDIDATES } from './modes/acd.js';
 export { CONFIDENCE_MEASURES, DEFAULT_CALM_DECAY_TAU, type ConfidenceMeasure } from './modes/calm-confidence.js';

@@ -115,7 +115,9 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
   const output = config.outputLayerIndex;
   const acdSettings = (['alpha', 'minimumCandidates', 'contrastFunction'] as const).filter((k) => config[k] !== undefined);
   if (contrast !== undefined && useOriginalHead) {
-    throw contradiction(`contrastLayerIndices ${formatValue(contrast)} with useOriginalHead true (the default); set useOriginalHead: false`);
+    throw contradiction(
+      `contrastLayerIndices ${formatValue(contrast)} with useOriginalHead true (the default); set useOriginalHead: false`,
+    );
   }
   if (output !== undefined && useOriginalHead) {
     throw contradiction(`outputLayerIndex ${formatValue(output)} with useOriginalHead true (the default); set useOriginalHead: false`);
@@ -140,7 +142,10 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
   if (!Array.isArray(contrast) || contrast.length !== 2) throw invalid('contrastLayerIndices', '[upper | "original", lower]', contrast);
   const [upperIn, lowerIn] = contrast;
   if (lowerIn === ('original' as unknown)) {
-    throw new OptionsError('INVALID_OPTION', `contrastLayerIndices: "original" is only allowed as the upper layer, got ${formatValue(contrast)}`);
+    throw new OptionsError(
+      'INVALID_OPTION',
+      `contrastLayerIndices: "original" is only allowed as the upper layer, got ${formatValue(contrast)}`,
+    );
   }
   const lower = requireExit('contrastLayerIndices[1] (lower)', lowerIn);
   let upper: number | 'original';
@@ -149,12 +154,18 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
   } else {
     upper = requireExit('contrastLayerIndices[0] (upper)', upperIn);
     if (upper <= lower) {
-      throw new OptionsError('INVALID_OPTION', `contrastLayerIndices: the upper layer must lie above the lower one (or be "original"), got ${formatValue(contrast)}`);
+      throw new OptionsError(
+        'INVALID_OPTION',
+        `contrastLayerIndices: the upper layer must lie above the lower one (or be "original"), got ${formatValue(contrast)}`,
+      );
     }
     if (mode === 'shared-cast' && upper === L) upper = 'original';
   }
   if (mode === 'shared-cast' && lower === L) {
-    throw new OptionsError('INVALID_OPTION', `contrastLayerIndices: under shared-cast layer ${L} is the model's own output; the lower layer must be a cast exit below it`);
+    throw new OptionsError(
+      'INVALID_OPTION',
+      `contrastLayerIndices: under shared-cast layer ${L} is the model's own output; the lower layer must be a cast exit below it`,
+    );
   }
 
   const options: GenerateOptions = { mode: 'acd', contrastLayers: [upper, lower], exitHead: head };
@@ -162,7 +173,8 @@ export function multiExitOptions(runtime: ModelRuntime, config: MultiExitConfigu
     if (config.alpha !== undefined || config.minimumCandidates !== undefined) {
       throw contradiction('alpha / minimumCandidates configure the built-in contrast and do not apply with a contrastFunction');
     }
-    if (typeof config.contrastFunction !== 'function') throw invalid('contrastFunction', 'a function (upper, lower, out) => void', config.contrastFunction);
+    if (typeof config.contrastFunction !== 'function')
+      throw invalid('contrastFunction', 'a function (upper, lower, out) => void', config.contrastFunction);
     options.contrastFunction = config.contrastFunction;
     return options;
   }

@@ -167,7 +167,11 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
   const exitHead = options.exitHead ?? defaultExitHead(runtime);
   const exitLayer = options.exitLayer ?? cfg.recommendedExitLayer ?? defaultExitLayer(runtime, exitHead);
   if (!isInt(exitLayer) || exitLayer <= 0 || exitLayer > L || (mode === 'self-spec' && exitLayer >= L)) {
-    throw bad('exitLayer', mode === 'self-spec' ? `an integer in 1..${L - 1} (the draft must skip at least one layer)` : `an integer in 1..${L}`, exitLayer);
+    throw bad(
+      'exitLayer',
+      mode === 'self-spec' ? `an integer in 1..${L - 1} (the draft must skip at least one layer)` : `an integer in 1..${L}`,
+      exitLayer,
+    );
   }
   if (mode === 'self-spec' || mode === 'early-exit') runtime.validateExit({ layer: exitLayer, head: exitHead });
 
@@ -187,8 +191,10 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
     repetitionPenalty: options.repetitionPenalty,
   });
   const stop = options.stop ?? [];
-  if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) throw bad('stop', 'a list of non-empty strings', stop);
-  if (stop.length && !runtime.tokenizer) throw new OptionsError('NO_TOKENIZER', `stop strings need a tokenizer, and ${runtime.dir} has no tokenizer.json`);
+  if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
+    throw bad('stop', 'a list of non-empty strings', stop);
+  if (stop.length && !runtime.tokenizer)
+    throw new OptionsError('NO_TOKENIZER', `stop strings need a tokenizer, and ${runtime.dir} has no tokenizer.json`);
   const eos = options.eosTokenIds ?? cfg.eosTokenIds;
   if (!Array.isArray(eos) || !eos.every((id) => isInt(id) && id >= 0)) throw bad('eosTokenIds', 'a list of non-negative integers', eos);
   const draftConfidenceThreshold = options.draftConfidenceThreshold ?? 0;
@@ -199,10 +205,15 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
   const drafter = options.drafter ?? 'early-exit';
   if (!DRAFTERS.includes(drafter)) throw bad('drafter', `one of ${DRAFTERS.join(', ')}`, drafter);
   if (drafter === 'prompt-lookup' && options.draftQuantization !== undefined && options.draftQuantization !== 'none') {
-    throw new OptionsError('CONTRADICTION', `draftQuantization ${formatValue(options.draftQuantization)} applies to the early-exit drafter, not "prompt-lookup"`);
+    throw new OptionsError(
+      'CONTRADICTION',
+      `draftQuantization ${formatValue(options.draftQuantization)} applies to the early-exit drafter, not "prompt-lookup"`,
+    );
   }
-  const draftQuantization = drafter === 'prompt-lookup' ? 'none' : (options.draftQuantization ?? cfg.recommendedDraftQuantization ?? 'none');
-  if (!(['none', 'int8', 'int4'] as unknown[]).includes(draftQuantization)) throw bad('draftQuantization', "'none', 'int8' or 'int4'", draftQuantization);
+  const draftQuantization =
+    drafter === 'prompt-lookup' ? 'none' : (options.draftQuantization ?? cfg.recommendedDraftQuantization ?? 'none');
+  if (!(['none', 'int8', 'int4'] as unknown[]).includes(draftQuantization))
+    throw bad('draftQuantization', "'none', 'int8' or 'int4'", draftQuantization);
 
   const resolved: ResolvedOptions = {
     mode,
@@ -260,4 +271,3 @@ export function checkContrastPair(numLayers: number, pair: unknown, name = 'cont
   }
   return [upper as number | 'original', lower];
 }
-

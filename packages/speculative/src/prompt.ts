@@ -16,7 +16,11 @@ export function encodePrompt(runtime: ModelRuntime, prompt: Prompt, addSpecialTo
   const tokenizer = runtime.tokenizer;
   let ids: number[];
   if (typeof prompt === 'string') {
-    if (!tokenizer) throw new OptionsError('NO_TOKENIZER', `a text prompt needs a tokenizer, and ${runtime.dir} has no tokenizer.json; pass token ids instead`);
+    if (!tokenizer)
+      throw new OptionsError(
+        'NO_TOKENIZER',
+        `a text prompt needs a tokenizer, and ${runtime.dir} has no tokenizer.json; pass token ids instead`,
+      );
     ids = tokenizer.encode(prompt, { addSpecialTokens: addSpecialTokens ?? true });
   } else if (Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] === 'object') {
     if (!tokenizer) throw new OptionsError('NO_TOKENIZER', `chat messages need a tokenizer, and ${runtime.dir} has no tokenizer.json`);
@@ -29,7 +33,8 @@ export function encodePrompt(runtime: ModelRuntime, prompt: Prompt, addSpecialTo
   if (ids.length === 0) throw new OptionsError('EMPTY_PROMPT', 'the prompt is empty');
   const V = runtime.config.vocabSize;
   for (const id of ids) {
-    if (!Number.isInteger(id) || id < 0 || id >= V) throw new OptionsError('TOKEN_ID_RANGE', `prompt token id ${id} is outside the vocabulary 0..${V - 1}`);
+    if (!Number.isInteger(id) || id < 0 || id >= V)
+      throw new OptionsError('TOKEN_ID_RANGE', `prompt token id ${id} is outside the vocabulary 0..${V - 1}`);
   }
   return ids;
 }

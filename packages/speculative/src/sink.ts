@@ -23,7 +23,10 @@ export class TokenSink {
   private text = '';
   private emitted = 0;
 
-  constructor(tokenizer: MexitTokenizer | null, private readonly limits: SinkLimits) {
+  constructor(
+    tokenizer: MexitTokenizer | null,
+    private readonly limits: SinkLimits,
+  ) {
     this.decoder = tokenizer ? new IncrementalDecoder(tokenizer, { skipSpecialTokens: true }) : null;
     this.stops = new StopStringMatcher(limits.stop);
   }

@@ -32,7 +32,10 @@ export class RowBuffer {
   private buf: Float32Array;
   rows = 0;
 
-  constructor(readonly width: number, initialRows = 64) {
+  constructor(
+    readonly width: number,
+    initialRows = 64,
+  ) {
     this.buf = new Float32Array(width * initialRows);
   }
 

@@ -61,7 +61,10 @@ export class StatsRecorder {
   private readonly exitHistogram: Record<number, number> = {};
   private readonly tokenSources: ('draft' | 'target')[] = [];
 
-  constructor(private readonly o: ResolvedOptions, private readonly numLayers: number) {
+  constructor(
+    private readonly o: ResolvedOptions,
+    private readonly numLayers: number,
+  ) {
     this.acceptCounts = o.mode === 'self-spec' ? new Array(o.numSpeculations + 1).fill(0) : [];
   }
 

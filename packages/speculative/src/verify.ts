@@ -7,7 +7,10 @@ import type { Draft } from './drafters/drafter.js';
 import { now, type DecodeState } from './state.js';
 
 export class Verifier {
-  private constructor(private readonly stage: Stage, private readonly rowWidth: number) {}
+  private constructor(
+    private readonly stage: Stage,
+    private readonly rowWidth: number,
+  ) {}
 
   /** `fromLayer`: the drafter's verifyFrom (E: input is exit hidden rows; 0: input is ids). */
   static async create(runtime: ModelRuntime, fromLayer: number): Promise<Verifier> {

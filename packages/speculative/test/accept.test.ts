@@ -248,8 +248,7 @@ describe('SpeculativeSampler.acceptSampled (deterministic cases)', () => {
     const sampler = new SpeculativeSampler(3);
     const p = f32([0.5, 0.5, 0]);
     const q = f32([0.2, 0.1, 0.7]); // draft token 2 has p = 0: always rejected; residual ∝ [0.3, 0.4, 0]
-    const run = (u: number) =>
-      sampler.acceptSampled({ draftTokens: [2], draftProbs: [q], targetProbs: [p, p], rng: scriptedRng([0, u]) });
+    const run = (u: number) => sampler.acceptSampled({ draftTokens: [2], draftProbs: [q], targetProbs: [p, p], rng: scriptedRng([0, u]) });
     expect(run(0.42)).toEqual({ accepted: 0, nextToken: 0 }); // 0.42 < 3/7
     expect(run(0.43)).toEqual({ accepted: 0, nextToken: 1 }); // 0.43 > 3/7
     expect(run(0.999)).toEqual({ accepted: 0, nextToken: 1 });
@@ -275,16 +274,29 @@ describe('SpeculativeSampler.acceptSampled (deterministic cases)', () => {
     const p = f32([0.1, 0.2, 0.3, 0.4]);
     const q = f32([0.4, 0.3, 0.2, 0.1]);
     let rng = scriptedRng([0.999, 0.999]);
-    expect(sampler.acceptSampled({ draftTokens: [3, 2], draftProbs: [p, p], targetProbs: [p, p], rng })).toEqual({ accepted: 2, nextToken: null });
+    expect(sampler.acceptSampled({ draftTokens: [3, 2], draftProbs: [p, p], targetProbs: [p, p], rng })).toEqual({
+      accepted: 2,
+      nextToken: null,
+    });
     expect(rng.draws).toBe(2); // nothing drawn for a bonus
     // Same arrays with a spare entry, bonus explicitly off (the verifier reuses longer buffers).
     rng = scriptedRng([0.999, 0.999]);
-    expect(sampler.acceptSampled({ draftTokens: [3, 2], draftProbs: [p, p], targetProbs: [p, p, p], rng, bonus: false })).toEqual({ accepted: 2, nextToken: null });
+    expect(sampler.acceptSampled({ draftTokens: [3, 2], draftProbs: [p, p], targetProbs: [p, p, p], rng, bonus: false })).toEqual({
+      accepted: 2,
+      nextToken: null,
+    });
     // Token 0 with p/q = 0.25: u = 0.5 rejects; residual max(p − q, 0) = [0, 0, 0.1, 0.3] → u 0.2 of 0.4 → token 2.
     rng = scriptedRng([0.5, 0.2]);
-    expect(sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p, p], rng })).toEqual({ accepted: 0, nextToken: 2 });
-    expect(() => sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p], rng: scriptedRng([0.1]) })).toThrow(/2 target distributions/);
-    expect(() => sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p, p], rng: scriptedRng([0.1]), bonus: true })).toThrow(/3 target distributions/);
+    expect(sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p, p], rng })).toEqual({
+      accepted: 0,
+      nextToken: 2,
+    });
+    expect(() => sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p], rng: scriptedRng([0.1]) })).toThrow(
+      /2 target distributions/,
+    );
+    expect(() =>
+      sampler.acceptSampled({ draftTokens: [0, 1], draftProbs: [q, q], targetProbs: [p, p], rng: scriptedRng([0.1]), bonus: true }),
+    ).toThrow(/3 target distributions/);
   });
 
   it('draws one uniform per examined position, then one for the emitted token', () => {

@@ -7,9 +7,7 @@ import { AutoContrast, resolveAcdOptions, type AcdOptions } from '../src/modes/a
 const acdLogProbs = (upper: Float32Array, lower: Float32Array, out: Float32Array, options?: AcdOptions) =>
   new AutoContrast(upper.length, options).logProbs(upper, lower, out);
 
-const GOLDENS = fileURLToPath(
-  new URL('../../../fixtures/goldens/gpt2-multiexit-tiny/goldens.safetensors', import.meta.url),
-);
+const GOLDENS = fileURLToPath(new URL('../../../fixtures/goldens/gpt2-multiexit-tiny/goldens.safetensors', import.meta.url));
 
 const f32 = (values: number[]) => Float32Array.from(values);
 
@@ -29,9 +27,7 @@ function referenceAcd(upper: Float32Array, lower: Float32Array, alpha: number, k
   for (let x = 0; x < n; x++) if (head[x]) headDenominator += Math.exp(upper[x] - lower[x]);
   const out = new Float64Array(n);
   for (let x = 0; x < n; x++) {
-    out[x] = head[x]
-      ? Math.log((headMass * Math.exp(upper[x] - lower[x])) / headDenominator)
-      : Math.log(pu[x]);
+    out[x] = head[x] ? Math.log((headMass * Math.exp(upper[x] - lower[x])) / headDenominator) : Math.log(pu[x]);
   }
   return out;
 }
@@ -216,12 +212,8 @@ describe('acdLogProbs', () => {
     expect(code(() => acdLogProbs(upper, f32([1, 2]), new Float32Array(5)))).toBe('SHAPE_MISMATCH');
     const lowerCopy = lower.slice();
     expect(code(() => acdLogProbs(upper, lowerCopy, lowerCopy))).toBe('SHAPE_MISMATCH');
-    expect(code(() => new AutoContrast(3).logProbs(upper, lower, new Float32Array(5)))).toBe(
-      'SHAPE_MISMATCH',
-    );
-    expect(code(() => acdLogProbs(upper, f32([1, -Infinity, 0, 0, 0]), new Float32Array(5)))).toBe(
-      'NON_FINITE_LOGITS',
-    );
+    expect(code(() => new AutoContrast(3).logProbs(upper, lower, new Float32Array(5)))).toBe('SHAPE_MISMATCH');
+    expect(code(() => acdLogProbs(upper, f32([1, -Infinity, 0, 0, 0]), new Float32Array(5)))).toBe('NON_FINITE_LOGITS');
     expect(code(() => acdLogProbs(upper, f32([1, NaN, 0, 0, 0]), new Float32Array(5)))).toBe('NON_FINITE_LOGITS');
     expect(code(() => acdLogProbs(f32([1, NaN, 0, 0, 0]), lower, new Float32Array(5)))).toBe('NO_FINITE_LOGITS');
     // A NaN outside the head set (token 3 here) does not matter: the upper distribution is kept there.

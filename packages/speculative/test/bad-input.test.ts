@@ -22,8 +22,14 @@ function modelWithTokenizer(): string {
   const vocab = Object.fromEntries(Object.entries(gpt2.model.vocab as Record<string, number>).filter(([, id]) => id < 512));
   const model = { ...gpt2.model, vocab, merges: gpt2.model.merges.slice(0, 256) };
   const { pre_tokenizer, post_processor, decoder } = gpt2;
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer, post_processor, decoder, model }));
-  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'GPT2Tokenizer', clean_up_tokenization_spaces: false }));
+  writeFileSync(
+    join(dir, 'tokenizer.json'),
+    JSON.stringify({ version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer, post_processor, decoder, model }),
+  );
+  writeFileSync(
+    join(dir, 'tokenizer_config.json'),
+    JSON.stringify({ tokenizer_class: 'GPT2Tokenizer', clean_up_tokenization_spaces: false }),
+  );
   return dir;
 }
 
@@ -85,7 +91,13 @@ describe('bad generation options on gpt2-tiny (L = 4, vocab 512, 128 positions)'
   });
 
   it('exit heads the checkpoint does not have', async () => {
-    await expectOptionsError(gen, PROMPT, { exitLayer: 2, exitHead: 'layer-specific' }, 'EXIT_NOT_IN_CHECKPOINT', /layer-specific exit at layer 2/);
+    await expectOptionsError(
+      gen,
+      PROMPT,
+      { exitLayer: 2, exitHead: 'layer-specific' },
+      'EXIT_NOT_IN_CHECKPOINT',
+      /layer-specific exit at layer 2/,
+    );
     await expectOptionsError(gen, PROMPT, { exitLayer: 2, exitHead: 'cast' }, 'EXIT_NOT_IN_CHECKPOINT', /cast exit at layer 2/);
     await expectOptionsError(gen, PROMPT, { exitLayer: 2, exitHead: 'bogus' as never }, 'EXIT_HEAD_KIND', /exit head kind "bogus"/);
   });
@@ -132,7 +144,13 @@ describe('bad generation options on gpt2-tiny (L = 4, vocab 512, 128 positions)'
   it('prompt + maxNewTokens beyond max_position_embeddings; the exact fit is accepted', async () => {
     const long = Array.from({ length: 100 }, (_, i) => i);
     await expectOptionsError(gen, long, { maxNewTokens: 29 }, 'CONTEXT_OVERFLOW', /maxNewTokens \(29\).*128/);
-    await expectOptionsError(gen, Array.from({ length: 129 }, (_, i) => i % 512), { maxNewTokens: 1 }, 'CONTEXT_OVERFLOW', /maxNewTokens/);
+    await expectOptionsError(
+      gen,
+      Array.from({ length: 129 }, (_, i) => i % 512),
+      { maxNewTokens: 1 },
+      'CONTEXT_OVERFLOW',
+      /maxNewTokens/,
+    );
     expect(await modelWork(gen)).toEqual({ stages: 0, calls: 0 });
     // 100 + 28 = 128 fits (run with ar, the cheapest mode).
     const fits = await gen.generate(long, { mode: 'ar', maxNewTokens: 28 });
@@ -187,7 +205,9 @@ describe('bad input, checked before any model work', () => {
     const error = await rejection(() => SelfSpeculativeGenerator.fromPretrained(GPT2_TINY, { threads: 1, numSpeculations: 0 }));
     expect(error).toBeInstanceOf(OptionsError);
     expect((error as OptionsError).message).toMatch(/numSpeculations/);
-    const missing = await rejection(() => SelfSpeculativeGenerator.fromPretrained(join(tmpdir(), 'mexit-no-such-model-dir'), { threads: 1 }));
+    const missing = await rejection(() =>
+      SelfSpeculativeGenerator.fromPretrained(join(tmpdir(), 'mexit-no-such-model-dir'), { threads: 1 }),
+    );
     expect(missing).toBeInstanceOf(ConfigError);
     expect((missing as ConfigError).code).toBe('MODEL_DIR_MISSING');
   });
@@ -204,7 +224,9 @@ describe('bad input, checked before any model work', () => {
       const options: GenerateOptions = { maxNewTokens: 24, eosTokenIds: [] };
       const ar = await gen.generate(ids, { ...options, mode: 'ar' });
       const byDefault = await gen.generate(ids, options);
-      expect([byDefault.stats.mode, byDefault.stats.exitLayer, byDefault.stats.numSpeculations, byDefault.stats.draftQuantization]).toEqual(['self-spec', 2, 3, 'int8']);
+      expect([byDefault.stats.mode, byDefault.stats.exitLayer, byDefault.stats.numSpeculations, byDefault.stats.draftQuantization]).toEqual(
+        ['self-spec', 2, 3, 'int8'],
+      );
       expect(byDefault.ids).toEqual(ar.ids);
       const exact = await gen.generate(ids, { ...options, draftQuantization: 'none', exitLayer: 1 });
       expect([exact.stats.exitLayer, exact.stats.numSpeculations, exact.stats.draftQuantization]).toEqual([1, 3, 'none']);
@@ -219,7 +241,13 @@ describe('bad input, checked before any model work', () => {
     // Default options must resolve to an exit the checkpoint has (heads at 2 and 4; self-spec needs E < 4).
     const gen = await SelfSpeculativeGenerator.fromPretrained(MULTIEXIT, { threads: 1 });
     try {
-      await expectOptionsError(gen, PROMPT, { exitLayer: 1 }, 'EXIT_NOT_IN_CHECKPOINT', /layer-specific exit at layer 1; available layer-specific exits: 2, 4/);
+      await expectOptionsError(
+        gen,
+        PROMPT,
+        { exitLayer: 1 },
+        'EXIT_NOT_IN_CHECKPOINT',
+        /layer-specific exit at layer 1; available layer-specific exits: 2, 4/,
+      );
       expect(await modelWork(gen)).toEqual({ stages: 0, calls: 0 });
       const byDefault = await gen.generate(PROMPT, { maxNewTokens: 12 });
       expect(byDefault.stats.mode).toBe('self-spec');

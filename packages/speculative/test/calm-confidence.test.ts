@@ -129,10 +129,7 @@ describe('confidence dispatcher', () => {
   it('routes each measure to its function', () => {
     expect(computeConfidence('softmax', { logits })).toBeCloseTo(0.665241, 6);
     expect(computeConfidence('top-gap', { logits })).toBeCloseTo(0.4205125, 6);
-    expect(computeConfidence('saturation', { prevHidden: f32([1, 0, 0]), hidden: f32([1, 1, 0]) })).toBeCloseTo(
-      Math.SQRT1_2,
-      7,
-    );
+    expect(computeConfidence('saturation', { prevHidden: f32([1, 0, 0]), hidden: f32([1, 1, 0]) })).toBeCloseTo(Math.SQRT1_2, 7);
   });
 
   it('names the missing input and validates measure names', () => {

@@ -50,7 +50,8 @@ function histogramTotal(result: GenerationResult): number {
 }
 
 /** EOS off: the reference loops below do not stop on it (llama2-tiny emits its EOS id 2 under early exit). */
-const run = (model: string, p: number[], options: GenerateOptions) => generators.get(model)!.generate(p, { maxNewTokens: 24, eosTokenIds: [], ...options });
+const run = (model: string, p: number[], options: GenerateOptions) =>
+  generators.get(model)!.generate(p, { maxNewTokens: 24, eosTokenIds: [], ...options });
 
 for (const model of MODELS) {
   describe(`CALM on ${model}`, () => {
@@ -79,7 +80,7 @@ for (const model of MODELS) {
       }
     });
 
-    it('the first token takes the first confident exit of HF\'s exit logits; statistics add up', async () => {
+    it("the first token takes the first confident exit of HF's exit logits; statistics add up", async () => {
       const golden = goldens.get(model)!;
       let mixed = 0;
       for (const threshold of [0.04, 0.06, 0.09, 0.2]) {
@@ -144,7 +145,9 @@ for (const model of MODELS) {
     it('state propagation: matches a reference loop that builds skipped K/V with ordinary layer stages', async () => {
       const runtime = generators.get(model)!.runtime;
       const points = [1, 2, 3, 4];
-      const chunks = await Promise.all(points.map((l, i) => runtime.stage({ from: i === 0 ? 0 : points[i - 1], to: l, exits: [{ layer: l }] })));
+      const chunks = await Promise.all(
+        points.map((l, i) => runtime.stage({ from: i === 0 ? 0 : points[i - 1], to: l, exits: [{ layer: l }] })),
+      );
       const layerStages = await Promise.all(Array.from({ length: L }, (_, j) => runtime.stage({ from: j, to: j + 1 })));
       const d = runtime.config.hiddenSize;
       let readsPropagated = 0;
@@ -215,6 +218,8 @@ describe('CALM on gpt2-multiexit-tiny (layer-specific heads at 2 and 4)', () => 
     const runtime = generators.get(model)!.runtime;
     expect(() => calmExitPoints(runtime, 3, 1, 'layer-specific')).toThrow(OptionsError);
     expect(() => calmExitPoints(runtime, 1, 2, 'layer-specific')).toThrow(/available layer-specific exits: 2/);
-    await expect(run(model, prompt(model, 0), { mode: 'calm', calmMinExitLayer: 3 })).rejects.toMatchObject({ code: 'EXIT_NOT_IN_CHECKPOINT' });
+    await expect(run(model, prompt(model, 0), { mode: 'calm', calmMinExitLayer: 3 })).rejects.toMatchObject({
+      code: 'EXIT_NOT_IN_CHECKPOINT',
+    });
   });
 });

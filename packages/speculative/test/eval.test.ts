@@ -102,10 +102,15 @@ describe('perplexity against HF logits (goldens, prompt 2: 40 tokens)', () => {
     const expected = (logits: Float32Array) => Math.exp(sequenceNll(logits, tokens) / (tokens.length - 1));
     expect(byLabel(report, 'original').perplexity / expected(golden.getF32('logits_2')) - 1).toBeLessThan(1e-4);
     for (let l = 1; l < L; l++) {
-      expect(Math.abs(byLabel(report, `exit ${l} (shared)`).perplexity / expected(golden.getF32(`exit_logits_2_${l}`)) - 1)).toBeLessThan(1e-4);
+      expect(Math.abs(byLabel(report, `exit ${l} (shared)`).perplexity / expected(golden.getF32(`exit_logits_2_${l}`)) - 1)).toBeLessThan(
+        1e-4,
+      );
     }
     // Default ACD pairs: original vs ⌊L/2⌋ and vs ⌊L/4⌋, shared heads.
-    expect(report.perplexity.filter((r) => r.kind === 'acd').map((r) => r.label)).toEqual(['ACD original/2 (shared)', 'ACD original/1 (shared)']);
+    expect(report.perplexity.filter((r) => r.kind === 'acd').map((r) => r.label)).toEqual([
+      'ACD original/2 (shared)',
+      'ACD original/1 (shared)',
+    ]);
   });
 
   it('the ACD row uses the contrast: the NLL of one more token equals −IBM acd_logprobs_2[token]', async () => {
@@ -186,7 +191,7 @@ describe('text helpers', () => {
   it('cuts a story before its last word and strips the word of punctuation and quotes', () => {
     expect(lastWordExample('The cat sat on the mat.')).toEqual({ context: 'The cat sat on the', target: 'mat' });
     expect(lastWordExample('He said "thank you, mom!"\n')).toEqual({ context: 'He said "thank you,', target: 'mom' });
-    expect(lastWordExample('It was Tom\'s.')).toEqual({ context: 'It was', target: "Tom's" });
+    expect(lastWordExample("It was Tom's.")).toEqual({ context: 'It was', target: "Tom's" });
     expect(lastWordExample('She smiled and said "Yes!"')).toBeNull(); // the word follows a quote
     expect(lastWordExample('Hello')).toBeNull(); // no context
   });
@@ -225,8 +230,14 @@ describe('last-word task and speed (gpt2-multiexit-tiny with a 512-entry byte-le
     for (const [token, id] of Object.entries(gpt2.model.vocab as Record<string, number>)) if (id < 511) vocab[token] = id;
     vocab['<|endoftext|>'] = 511;
     const eos = { id: 511, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
-    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ ...gpt2, added_tokens: [eos], model: { ...gpt2.model, vocab, merges: gpt2.model.merges.slice(0, 255) } }));
-    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'GPT2Tokenizer', bos_token: '<|endoftext|>', eos_token: '<|endoftext|>' }));
+    writeFileSync(
+      join(dir, 'tokenizer.json'),
+      JSON.stringify({ ...gpt2, added_tokens: [eos], model: { ...gpt2.model, vocab, merges: gpt2.model.merges.slice(0, 255) } }),
+    );
+    writeFileSync(
+      join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ tokenizer_class: 'GPT2Tokenizer', bos_token: '<|endoftext|>', eos_token: '<|endoftext|>' }),
+    );
     runtime = await ModelRuntime.load(dir, { threads: 1 });
   });
   afterAll(async () => {
@@ -253,8 +264,16 @@ describe('last-word task and speed (gpt2-multiexit-tiny with a 512-entry byte-le
     const generator = new SelfSpeculativeGenerator(runtime);
     const labels = report.lambada.map((r) => r.label);
     expect(labels).toEqual([
-      'original', 'exit 1 (shared)', 'exit 2 (shared)', 'exit 3 (shared)', 'exit 2 (layer-specific)', 'exit 4 (layer-specific)',
-      'ACD original/2 (layer-specific)', 'ACD original/1 (shared)', 'CALM λ=0.05', 'self-spec E=2 d=4 (layer-specific)',
+      'original',
+      'exit 1 (shared)',
+      'exit 2 (shared)',
+      'exit 3 (shared)',
+      'exit 2 (layer-specific)',
+      'exit 4 (layer-specific)',
+      'ACD original/2 (layer-specific)',
+      'ACD original/1 (shared)',
+      'CALM λ=0.05',
+      'self-spec E=2 d=4 (layer-specific)',
     ]);
     const modeOptions: Record<string, GenerateOptions> = {
       original: { mode: 'ar' },
@@ -305,7 +324,13 @@ describe('last-word task and speed (gpt2-multiexit-tiny with a 512-entry byte-le
 
   it('skips stories whose context does not fit the context window', async () => {
     const long = `${'The cat sat on a mat and '.repeat(40)}then it slept.`;
-    const report = await evaluate(runtime, { text: `${long}\n<|endoftext|>\nThe dog ran home.`, lambadaExamples: 5, speedTokens: 0, calmThresholds: [], acdPairs: [] });
+    const report = await evaluate(runtime, {
+      text: `${long}\n<|endoftext|>\nThe dog ran home.`,
+      lambadaExamples: 5,
+      speedTokens: 0,
+      calmThresholds: [],
+      acdPairs: [],
+    });
     expect(report.lambadaExamples.map((e) => e.target)).toEqual(['home']);
   });
 });

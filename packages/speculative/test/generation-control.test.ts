@@ -65,13 +65,22 @@ function buildFixtureModel(): string {
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
   writeFileSync(
     join(dir, 'tokenizer_config.json'),
-    JSON.stringify({ tokenizer_class: 'GPT2Tokenizer', clean_up_tokenization_spaces: false, model_max_length: 128, chat_template: CHAT_TEMPLATE }),
+    JSON.stringify({
+      tokenizer_class: 'GPT2Tokenizer',
+      clean_up_tokenization_spaces: false,
+      model_max_length: 128,
+      chat_template: CHAT_TEMPLATE,
+    }),
   );
   return dir;
 }
 
 /** Runs stream() to the end, keeping every delta and the final result (the iterator's return value). */
-async function streamAll(gen: SelfSpeculativeGenerator, prompt: Prompt, options: GenerateOptions): Promise<{ deltas: string[]; result: GenerationResult }> {
+async function streamAll(
+  gen: SelfSpeculativeGenerator,
+  prompt: Prompt,
+  options: GenerateOptions,
+): Promise<{ deltas: string[]; result: GenerationResult }> {
   const iterator = gen.stream(prompt, options);
   const deltas: string[] = [];
   for (;;) {
@@ -212,7 +221,9 @@ describe('stop strings', () => {
     let checked = 0;
     for (const prompt of PROMPTS) {
       const ref = await reference(prompt);
-      const candidate = stopCandidates(ref.ids, ref.text).find((c) => c.firstTokenLength >= 2 && ref.text.indexOf(c.stop.slice(1)) === c.before + 1);
+      const candidate = stopCandidates(ref.ids, ref.text).find(
+        (c) => c.firstTokenLength >= 2 && ref.text.indexOf(c.stop.slice(1)) === c.before + 1,
+      );
       if (!candidate) continue;
       const stop = candidate.stop.slice(1);
       for (const setting of ALL_SETTINGS) {
@@ -296,7 +307,11 @@ describe('maxNewTokens', () => {
     const ref = await reference(prompt, 30);
     expect(ref.ids.length).toBe(30); // gpt2-tiny's EOS (50256) is outside its vocabulary
     for (let maxNewTokens = 1; maxNewTokens <= 30; maxNewTokens++) {
-      for (const setting of [{ mode: 'ar' as const }, { mode: 'self-spec' as const, exitLayer: 3, numSpeculations: 8 }, { mode: 'self-spec' as const, exitLayer: 1, numSpeculations: 8 }]) {
+      for (const setting of [
+        { mode: 'ar' as const },
+        { mode: 'self-spec' as const, exitLayer: 3, numSpeculations: 8 },
+        { mode: 'self-spec' as const, exitLayer: 1, numSpeculations: 8 },
+      ]) {
         const result = await gen.generate(prompt, { ...setting, maxNewTokens });
         expect(result.ids).toEqual(ref.ids.slice(0, maxNewTokens));
         expect(result.stats.newTokens).toBe(maxNewTokens);

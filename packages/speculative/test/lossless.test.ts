@@ -14,7 +14,6 @@ import { prng } from './support/prng.js';
 
 const goldenDir = (name: string) => fileURLToPath(new URL(`../../../fixtures/goldens/${name}`, import.meta.url));
 
-
 interface ModelCase {
   /** Label of the describe block. */
   label: string;
@@ -31,7 +30,13 @@ const MODEL_CASES: ModelCase[] = [
   { label: 'llama2-tiny', dir: 'llama2-tiny', exitHead: 'shared', seed: 303 },
   { label: 'llama32-tiny (GQA, llama3 rope)', dir: 'llama32-tiny', exitHead: 'shared', seed: 404 },
   { label: 'gpt2-multiexit-tiny, shared head', dir: 'gpt2-multiexit-tiny', exitHead: 'shared', seed: 505 },
-  { label: 'gpt2-multiexit-tiny, layer-specific head at 2', dir: 'gpt2-multiexit-tiny', exitHead: 'layer-specific', exitLayers: [2], seed: 606 },
+  {
+    label: 'gpt2-multiexit-tiny, layer-specific head at 2',
+    dir: 'gpt2-multiexit-tiny',
+    exitHead: 'layer-specific',
+    exitLayers: [2],
+    seed: 606,
+  },
 ];
 
 /** Prompt groups per model; each group's ar reference is shared by VARIANTS self-spec settings. */
@@ -118,7 +123,13 @@ for (const mc of MODEL_CASES) {
           expect(ar).toEqual(hf);
           for (const exitLayer of exitLayersOf()) {
             for (const numSpeculations of [1, 3, 8]) {
-              const options: GenerateOptions = { mode: 'self-spec', exitHead: mc.exitHead, exitLayer, numSpeculations, maxNewTokens: hf.length };
+              const options: GenerateOptions = {
+                mode: 'self-spec',
+                exitHead: mc.exitHead,
+                exitLayer,
+                numSpeculations,
+                maxNewTokens: hf.length,
+              };
               const spec = (await gen.generate(prompt, options)).ids;
               const firstDiff = firstDifference(hf, spec);
               if (firstDiff >= 0) mismatches.push({ prompt, options, ar: hf, spec, firstDiff });

@@ -60,7 +60,12 @@ function writeTinyTokenizer(dir: string): void {
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
   writeFileSync(
     join(dir, 'tokenizer_config.json'),
-    JSON.stringify({ tokenizer_class: 'GPT2Tokenizer', bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>' }),
+    JSON.stringify({
+      tokenizer_class: 'GPT2Tokenizer',
+      bos_token: '<|endoftext|>',
+      eos_token: '<|endoftext|>',
+      unk_token: '<|endoftext|>',
+    }),
   );
 }
 
@@ -81,7 +86,10 @@ describe('multiExitOptions validation', () => {
   const off = (config: MultiExitConfiguration): MultiExitConfiguration => ({ useOriginalHead: false, ...config });
 
   it('contrast with the original head (the default) is a contradiction', () => {
-    for (const config of [{ contrastLayerIndices: [4, 2] }, { useOriginalHead: true, contrastLayerIndices: [4, 2] }] as MultiExitConfiguration[]) {
+    for (const config of [
+      { contrastLayerIndices: [4, 2] },
+      { useOriginalHead: true, contrastLayerIndices: [4, 2] },
+    ] as MultiExitConfiguration[]) {
       const e = optionsError(() => multiExitOptions(multi, config));
       expect(e.code).toBe('CONTRADICTION');
       expect(e.message).toContain('useOriginalHead');
@@ -89,7 +97,9 @@ describe('multiExitOptions validation', () => {
   });
 
   it('an output layer together with a contrast, or with the original head, is a contradiction', () => {
-    expect(optionsError(() => multiExitOptions(multi, off({ outputLayerIndex: 2, contrastLayerIndices: [4, 2] }))).code).toBe('CONTRADICTION');
+    expect(optionsError(() => multiExitOptions(multi, off({ outputLayerIndex: 2, contrastLayerIndices: [4, 2] }))).code).toBe(
+      'CONTRADICTION',
+    );
     expect(optionsError(() => multiExitOptions(multi, { outputLayerIndex: 2 })).code).toBe('CONTRADICTION');
   });
 
@@ -97,7 +107,9 @@ describe('multiExitOptions validation', () => {
     expect(optionsError(() => multiExitOptions(multi, off({ outputLayerIndex: 2, alpha: 0.2 }))).code).toBe('CONTRADICTION');
     expect(optionsError(() => multiExitOptions(multi, { minimumCandidates: 2 })).code).toBe('CONTRADICTION');
     const fn: ContrastFunction = (u, _l, out) => out.set(u);
-    expect(optionsError(() => multiExitOptions(multi, off({ contrastLayerIndices: [4, 2], contrastFunction: fn, alpha: 0.5 }))).code).toBe('CONTRADICTION');
+    expect(optionsError(() => multiExitOptions(multi, off({ contrastLayerIndices: [4, 2], contrastFunction: fn, alpha: 0.5 }))).code).toBe(
+      'CONTRADICTION',
+    );
   });
 
   it('exits off with neither an output layer nor a contrast is an error', () => {
@@ -120,7 +132,11 @@ describe('multiExitOptions validation', () => {
     const e = optionsError(() => multiExitOptions(multi, off({ outputLayerIndex: 2, lmHeadLayerIndices: [4] })));
     expect(e.code).toBe('EXIT_NOT_IN_CHECKPOINT');
     expect(e.message).toContain('available: 4');
-    expect(multiExitOptions(multi, off({ outputLayerIndex: 4, lmHeadLayerIndices: [4] }))).toEqual({ mode: 'early-exit', exitLayer: 4, exitHead: 'layer-specific' });
+    expect(multiExitOptions(multi, off({ outputLayerIndex: 4, lmHeadLayerIndices: [4] }))).toEqual({
+      mode: 'early-exit',
+      exitLayer: 4,
+      exitHead: 'layer-specific',
+    });
     const missing = optionsError(() => multiExitOptions(multi, off({ outputLayerIndex: 2, lmHeadLayerIndices: [2, 3] })));
     expect(missing.code).toBe('EXIT_NOT_IN_CHECKPOINT');
     expect(missing.message).toContain('available: 2, 4');
@@ -135,21 +151,32 @@ describe('multiExitOptions validation', () => {
     expect(e.code).toBe('EXIT_NOT_IN_CHECKPOINT');
     expect(e.message).toContain('available: 1, 2, 3, 4');
     expect(multiExitLayers(multi, 'shared-cast')).toEqual([4]); // no cast matrices in this checkpoint
-    expect(optionsError(() => multiExitOptions(multi, off({ outputLayerIndex: 2, vocabProjectionMode: 'shared-cast' }))).message).toContain('available: 4');
+    expect(optionsError(() => multiExitOptions(multi, off({ outputLayerIndex: 2, vocabProjectionMode: 'shared-cast' }))).message).toContain(
+      'available: 4',
+    );
     // Under shared-cast, L is the model's own output.
-    expect(multiExitOptions(multi, off({ outputLayerIndex: 4, vocabProjectionMode: 'shared-cast' }))).toEqual({ mode: 'early-exit', exitLayer: 4, exitHead: 'shared' });
+    expect(multiExitOptions(multi, off({ outputLayerIndex: 4, vocabProjectionMode: 'shared-cast' }))).toEqual({
+      mode: 'early-exit',
+      exitLayer: 4,
+      exitHead: 'shared',
+    });
   });
 
   it('"original" only as the upper layer; the upper layer must lie above the lower one', () => {
     const e = optionsError(() => multiExitOptions(multi, off({ contrastLayerIndices: [4, 'original' as unknown as number] })));
     expect(e.code).toBe('INVALID_OPTION');
     expect(e.message).toContain('only allowed as the upper');
-    for (const pair of [[2, 4], [2, 2]] as [number, number][]) {
+    for (const pair of [
+      [2, 4],
+      [2, 2],
+    ] as [number, number][]) {
       const bad = optionsError(() => multiExitOptions(multi, off({ contrastLayerIndices: pair })));
       expect(bad.code).toBe('INVALID_OPTION');
       expect(bad.message).toContain('above the lower');
     }
-    expect(optionsError(() => multiExitOptions(multi, off({ contrastLayerIndices: [4] as unknown as [number, number] }))).code).toBe('INVALID_OPTION');
+    expect(optionsError(() => multiExitOptions(multi, off({ contrastLayerIndices: [4] as unknown as [number, number] }))).code).toBe(
+      'INVALID_OPTION',
+    );
   });
 
   it('an unknown projection mode lists the three valid ones', () => {
@@ -168,7 +195,10 @@ describe('multiExitOptions validation', () => {
       const e = optionsError(() => multiExitOptions(multi, off({ contrastLayerIndices: [4, 2], minimumCandidates })));
       expect([e.code, e.message.includes('minimumCandidates')]).toEqual(['INVALID_OPTION', true]);
     }
-    expect(multiExitOptions(multi, off({ contrastLayerIndices: [4, 2], alpha: 1, minimumCandidates: 3 }))).toMatchObject({ alpha: 1, minimumCandidates: 3 });
+    expect(multiExitOptions(multi, off({ contrastLayerIndices: [4, 2], alpha: 1, minimumCandidates: 3 }))).toMatchObject({
+      alpha: 1,
+      minimumCandidates: 3,
+    });
   });
 
   it('a non-boolean useOriginalHead is an error', () => {
@@ -180,16 +210,38 @@ describe('multiExitOptions mapping', () => {
   it('maps original head, output layer and contrast onto generator modes', () => {
     expect(multiExitOptions(multi)).toEqual({ mode: 'ar' });
     expect(multiExitOptions(multi, { useOriginalHead: true })).toEqual({ mode: 'ar' });
-    expect(multiExitOptions(multi, { useOriginalHead: false, outputLayerIndex: 2 })).toEqual({ mode: 'early-exit', exitLayer: 2, exitHead: 'layer-specific' });
-    expect(multiExitOptions(multi, { useOriginalHead: false, contrastLayerIndices: [4, 2] })).toEqual({
-      mode: 'acd', contrastLayers: [4, 2], exitHead: 'layer-specific', alpha: 0.1, minimumCandidates: 1,
+    expect(multiExitOptions(multi, { useOriginalHead: false, outputLayerIndex: 2 })).toEqual({
+      mode: 'early-exit',
+      exitLayer: 2,
+      exitHead: 'layer-specific',
     });
-    expect(multiExitOptions(multi, { useOriginalHead: false, contrastLayerIndices: ['original', 3], vocabProjectionMode: 'shared-direct', alpha: 0.3 })).toEqual({
-      mode: 'acd', contrastLayers: ['original', 3], exitHead: 'shared', alpha: 0.3, minimumCandidates: 1,
+    expect(multiExitOptions(multi, { useOriginalHead: false, contrastLayerIndices: [4, 2] })).toEqual({
+      mode: 'acd',
+      contrastLayers: [4, 2],
+      exitHead: 'layer-specific',
+      alpha: 0.1,
+      minimumCandidates: 1,
+    });
+    expect(
+      multiExitOptions(multi, {
+        useOriginalHead: false,
+        contrastLayerIndices: ['original', 3],
+        vocabProjectionMode: 'shared-direct',
+        alpha: 0.3,
+      }),
+    ).toEqual({
+      mode: 'acd',
+      contrastLayers: ['original', 3],
+      exitHead: 'shared',
+      alpha: 0.3,
+      minimumCandidates: 1,
     });
     const fn: ContrastFunction = (u, _l, out) => out.set(u);
     expect(multiExitOptions(multi, { useOriginalHead: false, contrastLayerIndices: ['original', 2], contrastFunction: fn })).toEqual({
-      mode: 'acd', contrastLayers: ['original', 2], exitHead: 'layer-specific', contrastFunction: fn,
+      mode: 'acd',
+      contrastLayers: ['original', 2],
+      exitHead: 'layer-specific',
+      contrastFunction: fn,
     });
   });
 
@@ -236,7 +288,8 @@ describe('multi-exit decoding through the generator (gpt2-multiexit-tiny goldens
     const prompt = ids('input_ids_1');
     const lowerOnly = multiExitOptions(multi, { ...acd, contrastFunction: (_u, l, out) => out.set(l) });
     const upperOnly = multiExitOptions(multi, { ...acd, contrastFunction: (u, _l, out) => out.set(u) });
-    const exit = (layer: number) => generator.generate(prompt, { ...multiExitOptions(multi, { useOriginalHead: false, outputLayerIndex: layer }), maxNewTokens: 10 });
+    const exit = (layer: number) =>
+      generator.generate(prompt, { ...multiExitOptions(multi, { useOriginalHead: false, outputLayerIndex: layer }), maxNewTokens: 10 });
     // Head 2 only reads layers 0–1, computed identically by both modes, so the token streams coincide.
     expect((await generator.generate(prompt, { ...lowerOnly, maxNewTokens: 10 })).ids).toEqual((await exit(2)).ids);
     expect((await generator.generate(prompt, { ...upperOnly, maxNewTokens: 10 })).ids).toEqual((await exit(4)).ids);

@@ -14,7 +14,6 @@ import { prng } from './support/prng.js';
 
 const fixture = (path: string) => fileURLToPath(new URL(`../../../fixtures/${path}`, import.meta.url));
 
-
 function stateWith(ids: number[], eos: number[] = []): DecodeState {
   const history = new TokenHistory();
   for (const id of ids) history.push(id);
@@ -94,12 +93,20 @@ for (const c of CASES) {
       for (let k = 0; k < 60; k++) {
         // A segment repeated with noise between: the lookup finds n-grams of the prompt again.
         const segment = Array.from({ length: rand.int(2, 8) }, () => rand.int(0, V - 1));
-        const prompt = [...segment, ...Array.from({ length: rand.int(0, 6) }, () => rand.int(0, V - 1)), ...segment.slice(0, rand.int(1, segment.length))];
+        const prompt = [
+          ...segment,
+          ...Array.from({ length: rand.int(0, 6) }, () => rand.int(0, V - 1)),
+          ...segment.slice(0, rand.int(1, segment.length)),
+        ];
         const maxNewTokens = rand.int(1, 40);
         const repetitionPenalty = rand.float() < 0.25 ? 1.3 : 1;
         const ar = await gen.generate(prompt, { mode: 'ar', maxNewTokens, repetitionPenalty });
         const options: GenerateOptions = {
-          mode: 'self-spec', drafter: 'prompt-lookup', numSpeculations: rand.int(1, 8), maxNewTokens, repetitionPenalty,
+          mode: 'self-spec',
+          drafter: 'prompt-lookup',
+          numSpeculations: rand.int(1, 8),
+          maxNewTokens,
+          repetitionPenalty,
           adaptiveDraftLength: rand.float() < 0.3,
         };
         const spec = await gen.generate(prompt, options);
@@ -120,7 +127,9 @@ describe('prompt-lookup options', () => {
   it('refuses a draft quantization with the lookup drafter, and an unknown drafter, with typed errors', async () => {
     const gen = await MexitGenerator.fromPretrained(fixture('goldens/gpt2-tiny'), { threads: 1 });
     generators.push(gen);
-    await expect(gen.generate([1, 2], { drafter: 'prompt-lookup', draftQuantization: 'int8' })).rejects.toMatchObject({ code: 'CONTRADICTION' });
+    await expect(gen.generate([1, 2], { drafter: 'prompt-lookup', draftQuantization: 'int8' })).rejects.toMatchObject({
+      code: 'CONTRADICTION',
+    });
     await expect(gen.generate([1, 2], { drafter: 'medusa' as never })).rejects.toBeInstanceOf(OptionsError);
   });
 });

@@ -83,17 +83,44 @@ describe('χ² machinery', () => {
   });
 
   it('homogeneity test: identical counts give p = 1, clearly different ones a tiny p, rare cells are pooled', () => {
-    const same = new Map([['a', 500], ['b', 300], ['c', 200]]);
+    const same = new Map([
+      ['a', 500],
+      ['b', 300],
+      ['c', 200],
+    ]);
     expect(chiSquareHomogeneity(same, new Map(same)).pValue).toBeCloseTo(1, 12);
     // Hand computation: 2×2 table [[60, 40], [40, 60]]: every expected count is 50, χ² = 4·(10²/50) = 8, df 1.
-    const r = chiSquareHomogeneity(new Map([['x', 60], ['y', 40]]), new Map([['x', 40], ['y', 60]]));
+    const r = chiSquareHomogeneity(
+      new Map([
+        ['x', 60],
+        ['y', 40],
+      ]),
+      new Map([
+        ['x', 40],
+        ['y', 60],
+      ]),
+    );
     expect(r.statistic).toBeCloseTo(8, 12);
     expect(r.df).toBe(1);
     expect(r.pValue).toBeCloseTo(0.004678, 5);
     // Rare outcomes (expected < 5) are pooled into one bucket: 3 regular cells + 1 bucket.
     const withRare = chiSquareHomogeneity(
-      new Map([['a', 500], ['b', 300], ['c', 200], ['r1', 3], ['r2', 4], ['r3', 2]]),
-      new Map([['a', 490], ['b', 310], ['c', 205], ['r1', 2], ['r2', 3], ['r4', 4]]),
+      new Map([
+        ['a', 500],
+        ['b', 300],
+        ['c', 200],
+        ['r1', 3],
+        ['r2', 4],
+        ['r3', 2],
+      ]),
+      new Map([
+        ['a', 490],
+        ['b', 310],
+        ['c', 205],
+        ['r1', 2],
+        ['r2', 3],
+        ['r4', 4],
+      ]),
     );
     expect(withRare.cells).toBe(4);
   });
@@ -119,7 +146,13 @@ interface Sample {
  * generator instances running concurrently (each seed is its own generation, so the result does not depend
  * on the split). Iteration stops after two tokens: nothing later is needed.
  */
-async function firstTwoTokens(gens: SelfSpeculativeGenerator[], options: GenerateOptions, seedBase: number, n = SAMPLES, prompt = PROMPT): Promise<Sample> {
+async function firstTwoTokens(
+  gens: SelfSpeculativeGenerator[],
+  options: GenerateOptions,
+  seedBase: number,
+  n = SAMPLES,
+  prompt = PROMPT,
+): Promise<Sample> {
   const sample: Sample = { counts: new Map(), fromDraft: 0, fromTarget: 0 };
   const lane = async (gen: SelfSpeculativeGenerator, from: number, to: number) => {
     for (let i = from; i < to; i++) {
@@ -169,10 +202,18 @@ describe('self-spec sampling has the ar distribution (gpt2-tiny, first two token
 
   it('without the bonus row (bonusToken false), d = 2 and d = 1: χ² does not reject', async () => {
     const ar = await arHotSample();
-    const noBonus = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3, bonusToken: false }, 6_000_000);
+    const noBonus = await firstTwoTokens(
+      gens,
+      { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3, bonusToken: false },
+      6_000_000,
+    );
     // d = 1: after an accepted draft the round ends, and the second token comes from the next round, which
     // starts from that draft.
-    const single = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 1, maxNewTokens: 3, bonusToken: false }, 7_000_000);
+    const single = await firstTwoTokens(
+      gens,
+      { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 1, maxNewTokens: 3, bonusToken: false },
+      7_000_000,
+    );
     for (const spec of [noBonus, single]) {
       const result = chiSquareHomogeneity(ar.counts, spec.counts);
       expect(result.df).toBeGreaterThanOrEqual(20);
@@ -183,7 +224,11 @@ describe('self-spec sampling has the ar distribution (gpt2-tiny, first two token
 
   it('quantized drafts (own cache, full-model verify; on GPT-2 the int4 part is the head): χ² does not reject', async () => {
     const ar = await arHotSample();
-    const spec = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3, draftQuantization: 'int4' }, 8_000_000);
+    const spec = await firstTwoTokens(
+      gens,
+      { ...hot, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3, draftQuantization: 'int4' },
+      8_000_000,
+    );
     const result = chiSquareHomogeneity(ar.counts, spec.counts);
     expect(result.df).toBeGreaterThanOrEqual(20);
     expect(result.pValue, JSON.stringify(result)).toBeGreaterThan(P_THRESHOLD);
@@ -196,7 +241,13 @@ describe('self-spec sampling has the ar distribution (gpt2-tiny, first two token
     // accepted and both paths of the acceptance rule are exercised.
     const repeating = [1, 5, 9, 242, 1, 5, 9];
     const ar = await firstTwoTokens(gens, { ...hot, mode: 'ar', maxNewTokens: 2 }, 9_000_000, SAMPLES, repeating);
-    const spec = await firstTwoTokens(gens, { ...hot, mode: 'self-spec', drafter: 'prompt-lookup', numSpeculations: 2, maxNewTokens: 3 }, 10_000_000, SAMPLES, repeating);
+    const spec = await firstTwoTokens(
+      gens,
+      { ...hot, mode: 'self-spec', drafter: 'prompt-lookup', numSpeculations: 2, maxNewTokens: 3 },
+      10_000_000,
+      SAMPLES,
+      repeating,
+    );
     const result = chiSquareHomogeneity(ar.counts, spec.counts);
     expect(result.df).toBeGreaterThanOrEqual(20);
     expect(result.pValue, JSON.stringify(result)).toBeGreaterThan(P_THRESHOLD);
@@ -217,7 +268,12 @@ describe('self-spec sampling has the ar distribution (gpt2-tiny, first two token
     // without the penalty history, or warping p without the drafts in it, gives p < 1e-13 at this size.)
     const warp: GenerateOptions = { temperature: 0.7, topK: 8, topP: 0.9, repetitionPenalty: 1.3 };
     const ar = await firstTwoTokens(gens, { ...warp, mode: 'ar', maxNewTokens: 2 }, 4_000_000, 10_000);
-    const spec = await firstTwoTokens(gens, { ...warp, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3 }, 5_000_000, 10_000);
+    const spec = await firstTwoTokens(
+      gens,
+      { ...warp, mode: 'self-spec', exitLayer: 2, numSpeculations: 2, maxNewTokens: 3 },
+      5_000_000,
+      10_000,
+    );
     const result = chiSquareHomogeneity(ar.counts, spec.counts);
     expect(result.df).toBeGreaterThanOrEqual(10);
     expect(result.pValue, JSON.stringify(result)).toBeGreaterThan(P_THRESHOLD);

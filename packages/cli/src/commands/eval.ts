@@ -17,8 +17,20 @@ export const EVAL_FLAGS: readonly FlagSpec[] = [
     default: 'the bundled TinyStories validation stories',
     help: 'text file to evaluate on: stories separated by lines <|endoftext|>, or any plain text',
   },
-  { name: 'max-tokens', type: 'string', value: 'N', default: String(DEFAULT_EVAL_MAX_TOKENS), help: 'perplexity over at most N tokens of the data' },
-  { name: 'lambada-examples', type: 'string', value: 'N', default: String(DEFAULT_LAMBADA_EXAMPLES), help: 'stories used for the last-word task' },
+  {
+    name: 'max-tokens',
+    type: 'string',
+    value: 'N',
+    default: String(DEFAULT_EVAL_MAX_TOKENS),
+    help: 'perplexity over at most N tokens of the data',
+  },
+  {
+    name: 'lambada-examples',
+    type: 'string',
+    value: 'N',
+    default: String(DEFAULT_LAMBADA_EXAMPLES),
+    help: 'stories used for the last-word task',
+  },
   ...COMMON_FLAGS,
 ];
 
@@ -64,7 +76,9 @@ export async function runEval(request: EvalRequest, io: CliIo): Promise<number> 
       // Progress goes to stderr, so stdout stays one document.
       onProgress: (message) => io.stderr.write(`eval: ${message}\n`),
     });
-    io.stdout.write(request.json ? `${JSON.stringify(report.json)}\n` : report.markdown.endsWith('\n') ? report.markdown : `${report.markdown}\n`);
+    io.stdout.write(
+      request.json ? `${JSON.stringify(report.json)}\n` : report.markdown.endsWith('\n') ? report.markdown : `${report.markdown}\n`,
+    );
     return 0;
   } finally {
     await runtime.dispose();

@@ -22,7 +22,13 @@ import { commandUsage, scoresSummary, type CliIo } from '../render.js';
 export const LOGITS_FLAGS: readonly FlagSpec[] = [
   { name: 'prompt', type: 'string', value: 'TEXT', help: 'prompt text (needs a tokenizer; encoded with special tokens)' },
   { name: 'prompt-ids', type: 'string', value: '1,2,3', help: 'prompt token ids' },
-  { name: 'exit-layer', type: 'string', value: 'l', default: 'the last layer (full model)', help: 'read block l through the shared exit (final norm + LM head)' },
+  {
+    name: 'exit-layer',
+    type: 'string',
+    value: 'l',
+    default: 'the last layer (full model)',
+    help: 'read block l through the shared exit (final norm + LM head)',
+  },
   {
     name: 'exit-head',
     type: 'string',
@@ -35,8 +41,20 @@ export const LOGITS_FLAGS: readonly FlagSpec[] = [
     value: 'U,L',
     help: "print ACD log-probs contrasting upper exit U (or 'original') with lower exit L; read through layer-specific heads when the checkpoint has them",
   },
-  { name: 'alpha', type: 'string', value: 'A', default: String(DEFAULT_ACD_ALPHA), help: 'ACD head-set threshold (fraction of the top upper probability)' },
-  { name: 'minimum-candidates', type: 'string', value: 'K', default: String(DEFAULT_ACD_MINIMUM_CANDIDATES), help: 'ACD minimum head-set size' },
+  {
+    name: 'alpha',
+    type: 'string',
+    value: 'A',
+    default: String(DEFAULT_ACD_ALPHA),
+    help: 'ACD head-set threshold (fraction of the top upper probability)',
+  },
+  {
+    name: 'minimum-candidates',
+    type: 'string',
+    value: 'K',
+    default: String(DEFAULT_ACD_MINIMUM_CANDIDATES),
+    help: 'ACD minimum head-set size',
+  },
   ...COMMON_FLAGS,
 ];
 
@@ -78,11 +96,19 @@ export function parseLogitsArgs(argv: string[]): LogitsRequest | 'help' {
   let exit: LogitsRequest['exit'] = 'full';
   if (contrast) {
     if (exitLayer !== undefined || (exitHead !== undefined && headKind === undefined)) {
-      throw new UsageError('CONTRADICTION', '--contrast names its own exits; it takes no --exit-layer, and --exit-head only as a head kind', 'logits');
+      throw new UsageError(
+        'CONTRADICTION',
+        '--contrast names its own exits; it takes no --exit-layer, and --exit-head only as a head kind',
+        'logits',
+      );
     }
   } else if (exitLayer !== undefined) {
     if (exitHead !== undefined && headKind === undefined) {
-      throw new UsageError('CONTRADICTION', 'give either --exit-layer l or --exit-head l|original, or --exit-layer l with --exit-head KIND', 'logits');
+      throw new UsageError(
+        'CONTRADICTION',
+        'give either --exit-layer l or --exit-head l|original, or --exit-layer l with --exit-head KIND',
+        'logits',
+      );
     }
     exit = { layer: exitLayer, head: headKind ?? 'shared' };
   } else if (exitHead !== undefined) {
@@ -96,7 +122,13 @@ export function parseLogitsArgs(argv: string[]): LogitsRequest | 'help' {
     prompt,
     threads: intFlag('threads', values.threads as string | undefined),
     exit,
-    contrast: contrast && { upper: contrast[0], lower: contrast[1], alpha: alpha ?? DEFAULT_ACD_ALPHA, minimumCandidates: minimumCandidates ?? DEFAULT_ACD_MINIMUM_CANDIDATES, head: headKind },
+    contrast: contrast && {
+      upper: contrast[0],
+      lower: contrast[1],
+      alpha: alpha ?? DEFAULT_ACD_ALPHA,
+      minimumCandidates: minimumCandidates ?? DEFAULT_ACD_MINIMUM_CANDIDATES,
+      head: headKind,
+    },
     json: values.json === true,
   };
 }

@@ -12,7 +12,10 @@ const MASK_VALUE = -3.4028234663852886e38;
 
 /** Reads checkpoint tensors into a graph, checking shapes and embedding each one once per graph. */
 export class WeightSource {
-  constructor(readonly tensors: TensorMap, readonly dir: string) {}
+  constructor(
+    readonly tensors: TensorMap,
+    readonly dir: string,
+  ) {}
 
   /** Throws a CheckpointError naming the tensor if it is absent or has another shape. */
   check(name: string, shape: readonly number[]): void {
@@ -57,13 +60,7 @@ export interface StageContext {
  * Builds the stage context. `pastLength` is an int64 [1] value (cache rows before this call) and
  * `numNew` an int64 [1] value (rows in this call).
  */
-export function createStageContext(
-  g: GraphBuilder,
-  cfg: ModelConfig,
-  w: WeightSource,
-  pastLength: string,
-  numNew: string,
-): StageContext {
+export function createStageContext(g: GraphBuilder, cfg: ModelConfig, w: WeightSource, pastLength: string, numNew: string): StageContext {
   const total = g.add(pastLength, numNew);
   const positions = g.range(g.squeeze(pastLength, [0]), g.squeeze(total, [0]), g.constI64([1], []));
   let rope: { cos: string; sin: string } | undefined;
@@ -72,7 +69,13 @@ export function createStageContext(
     cfg,
     w,
     positions,
-    mask: maskBuilder(g, cfg, () => positions, () => total, false),
+    mask: maskBuilder(
+      g,
+      cfg,
+      () => positions,
+      () => total,
+      false,
+    ),
     rope: () => (rope ??= ropeTables(g, cfg, positions)),
   };
 }
@@ -110,7 +113,13 @@ export function createChainContexts(
         positions ??= rows(all, 0);
         return positions;
       },
-      mask: maskBuilder(g, cfg, () => context.positions, () => (pass === 0 ? firstTotal : g.add(firstTotal, g.constI64([pass]))), pass > 0),
+      mask: maskBuilder(
+        g,
+        cfg,
+        () => context.positions,
+        () => (pass === 0 ? firstTotal : g.add(firstTotal, g.constI64([pass]))),
+        pass > 0,
+      ),
       rope() {
         if (!rope) {
           allRope ??= ropeTables(g, cfg, all);
@@ -128,7 +137,13 @@ export function createChainContexts(
  * (global causal, or GPT-Neo's local window), built on first use. `singleNewest`: the queries are one row
  * at the newest position, which every global key precedes, so global layers get no mask ('').
  */
-function maskBuilder(g: GraphBuilder, cfg: ModelConfig, positions: () => string, total: () => string, singleNewest: boolean): (layer: number) => string {
+function maskBuilder(
+  g: GraphBuilder,
+  cfg: ModelConfig,
+  positions: () => string,
+  total: () => string,
+  singleNewest: boolean,
+): (layer: number) => string {
   const masks = new Map<string, string>();
   return (layer) => {
     const kind = cfg.attentionLayers?.[layer] ?? 'global';

@@ -17,7 +17,10 @@ export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architectu
 
   return {
     requiredTensors() {
-      const t = [{ name: 'model.embed_tokens.weight', shape: [cfg.vocabSize, d] }, { name: 'model.norm.weight', shape: [d] }];
+      const t = [
+        { name: 'model.embed_tokens.weight', shape: [cfg.vocabSize, d] },
+        { name: 'model.norm.weight', shape: [d] },
+      ];
       if (headName === 'lm_head.weight') t.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, d] });
       for (let l = 0; l < cfg.numLayers; l++) {
         t.push(
@@ -47,7 +50,10 @@ export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architectu
       const attn = attention(ctx, l, applyRope(ctx, qRows, cfg.numHeads), pastK, pastV, newK, newV, 1 / Math.sqrt(cfg.headDim));
       const h1 = g.add(hidden, g.linearT(attn, w.add(g, `${p(l)}.self_attn.o_proj.weight`, [d, qDim])));
       const x2 = rmsNorm(g, h1, w.add(g, `${p(l)}.post_attention_layernorm.weight`, [d]));
-      const gateUp = g.linearsT(x2, [w.add(g, `${p(l)}.mlp.gate_proj.weight`, [cfg.intermediateSize, d]), w.add(g, `${p(l)}.mlp.up_proj.weight`, [cfg.intermediateSize, d])]);
+      const gateUp = g.linearsT(x2, [
+        w.add(g, `${p(l)}.mlp.gate_proj.weight`, [cfg.intermediateSize, d]),
+        w.add(g, `${p(l)}.mlp.up_proj.weight`, [cfg.intermediateSize, d]),
+      ]);
       const [gate, up] = g.split(gateUp, 1, [cfg.intermediateSize, cfg.intermediateSize]);
       const act = g.mul(g.mul(gate, g.sigmoid(gate)), up);
       const down = g.linearT(act, w.add(g, `${p(l)}.mlp.down_proj.weight`, [d, cfg.intermediateSize]));

@@ -171,7 +171,13 @@ export class GraphBuilder {
   }
 
   constI64(values: readonly (number | bigint)[], dims: readonly number[] = [values.length]): string {
-    return this.constant('i', OnnxType.INT64, BigInt64Array.from(values, (v) => BigInt(v)), values, dims);
+    return this.constant(
+      'i',
+      OnnxType.INT64,
+      BigInt64Array.from(values, (v) => BigInt(v)),
+      values,
+      dims,
+    );
   }
 
   private constant(
@@ -210,14 +216,30 @@ export class GraphBuilder {
   }
 
   // ---- operators ---------------------------------------------------------------------------
-  add(a: string, b: string): string { return this.op('Add', [a, b]); }
-  sub(a: string, b: string): string { return this.op('Sub', [a, b]); }
-  mul(a: string, b: string): string { return this.op('Mul', [a, b]); }
-  tanh(a: string): string { return this.op('Tanh', [a]); }
-  sigmoid(a: string): string { return this.op('Sigmoid', [a]); }
-  cos(a: string): string { return this.op('Cos', [a]); }
-  sin(a: string): string { return this.op('Sin', [a]); }
-  matmul(a: string, b: string): string { return this.op('MatMul', [a, b]); }
+  add(a: string, b: string): string {
+    return this.op('Add', [a, b]);
+  }
+  sub(a: string, b: string): string {
+    return this.op('Sub', [a, b]);
+  }
+  mul(a: string, b: string): string {
+    return this.op('Mul', [a, b]);
+  }
+  tanh(a: string): string {
+    return this.op('Tanh', [a]);
+  }
+  sigmoid(a: string): string {
+    return this.op('Sigmoid', [a]);
+  }
+  cos(a: string): string {
+    return this.op('Cos', [a]);
+  }
+  sin(a: string): string {
+    return this.op('Sin', [a]);
+  }
+  matmul(a: string, b: string): string {
+    return this.op('MatMul', [a, b]);
+  }
   /**
    * y = a · bᵀ (+ c): for [out, in] weights stored as in nn.Linear, without a transposed copy. In a quantized
    * graph a weight whose input width is a multiple of QUANT_BLOCK is read as a block-quantized copy.
@@ -274,25 +296,52 @@ export class GraphBuilder {
         offset += w.data.length;
       }
       this.weight(name, data, [N, K]);
-      this.joinedSources.set(name, weightsT.flatMap((n) => this.joinedSources.get(n) ?? [n]));
+      this.joinedSources.set(
+        name,
+        weightsT.flatMap((n) => this.joinedSources.get(n) ?? [n]),
+      );
     }
     return this.linearT(a, name);
   }
   split(a: string, axis: number, sizes: readonly number[]): string[] {
     return this.opMulti('Split', [a, this.constI64(sizes)], sizes.length, { axis: attr.int(axis) });
   }
-  gather(data: string, indices: string, axis = 0): string { return this.op('Gather', [data, indices], { axis: attr.int(axis) }); }
-  reshape(a: string, shape: readonly number[]): string { return this.op('Reshape', [a, this.constI64(shape)]); }
-  concat(inputs: string[], axis: number): string { return this.op('Concat', inputs, { axis: attr.int(axis) }); }
-  unsqueeze(a: string, axes: readonly number[]): string { return this.op('Unsqueeze', [a, this.constI64(axes)]); }
-  squeeze(a: string, axes: readonly number[]): string { return this.op('Squeeze', [a, this.constI64(axes)]); }
-  shape(a: string): string { return this.op('Shape', [a]); }
-  cast(a: string, to: OnnxElemType): string { return this.op('Cast', [a], { to: attr.int(to) }); }
-  less(a: string, b: string): string { return this.op('Less', [a, b]); }
-  greater(a: string, b: string): string { return this.op('Greater', [a, b]); }
-  or(a: string, b: string): string { return this.op('Or', [a, b]); }
-  where(cond: string, a: string, b: string): string { return this.op('Where', [cond, a, b]); }
-  range(start: string, limit: string, delta: string): string { return this.op('Range', [start, limit, delta]); }
+  gather(data: string, indices: string, axis = 0): string {
+    return this.op('Gather', [data, indices], { axis: attr.int(axis) });
+  }
+  reshape(a: string, shape: readonly number[]): string {
+    return this.op('Reshape', [a, this.constI64(shape)]);
+  }
+  concat(inputs: string[], axis: number): string {
+    return this.op('Concat', inputs, { axis: attr.int(axis) });
+  }
+  unsqueeze(a: string, axes: readonly number[]): string {
+    return this.op('Unsqueeze', [a, this.constI64(axes)]);
+  }
+  squeeze(a: string, axes: readonly number[]): string {
+    return this.op('Squeeze', [a, this.constI64(axes)]);
+  }
+  shape(a: string): string {
+    return this.op('Shape', [a]);
+  }
+  cast(a: string, to: OnnxElemType): string {
+    return this.op('Cast', [a], { to: attr.int(to) });
+  }
+  less(a: string, b: string): string {
+    return this.op('Less', [a, b]);
+  }
+  greater(a: string, b: string): string {
+    return this.op('Greater', [a, b]);
+  }
+  or(a: string, b: string): string {
+    return this.op('Or', [a, b]);
+  }
+  where(cond: string, a: string, b: string): string {
+    return this.op('Where', [cond, a, b]);
+  }
+  range(start: string, limit: string, delta: string): string {
+    return this.op('Range', [start, limit, delta]);
+  }
   /** Slice along one axis; `end` omitted = to the end. Bounds may be constants or graph values. */
   slice(a: string, axis: number, start: number | string, end?: number | string): string {
     const s = typeof start === 'number' ? this.constI64([start]) : start;
@@ -345,7 +394,12 @@ export class GraphBuilder {
     this.weightData.clear();
     return encodeModel({
       irVersion: IR_VERSION,
-      opsets: this.usesMicrosoftOps ? [{ domain: '', version: OPSET }, { domain: 'com.microsoft', version: 1 }] : [{ domain: '', version: OPSET }],
+      opsets: this.usesMicrosoftOps
+        ? [
+            { domain: '', version: OPSET },
+            { domain: 'com.microsoft', version: 1 },
+          ]
+        : [{ domain: '', version: OPSET }],
       graphName: this.graphName,
       nodes: this.nodes,
       initializers: this.initializers,

@@ -143,12 +143,24 @@ const ATTR_TYPE = { float: 1, int: 2, string: 3, tensor: 4, floats: 6, ints: 7 }
 function writeAttribute(w: ProtoWriter, name: string, a: AttributeValue): void {
   w.string(1, name);
   switch (a.kind) {
-    case 'float': w.float(2, a.value); break;
-    case 'int': w.int(3, a.value); break;
-    case 'string': w.string(4, a.value); break;
-    case 'tensor': w.message(5, (m) => writeTensor(m, a.value)); break;
-    case 'floats': for (const f of a.value) w.float(7, f); break;
-    case 'ints': for (const i of a.value) w.int(8, i); break;
+    case 'float':
+      w.float(2, a.value);
+      break;
+    case 'int':
+      w.int(3, a.value);
+      break;
+    case 'string':
+      w.string(4, a.value);
+      break;
+    case 'tensor':
+      w.message(5, (m) => writeTensor(m, a.value));
+      break;
+    case 'floats':
+      for (const f of a.value) w.float(7, f);
+      break;
+    case 'ints':
+      for (const i of a.value) w.int(8, i);
+      break;
   }
   w.int(20, ATTR_TYPE[a.kind]);
 }

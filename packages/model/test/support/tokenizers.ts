@@ -38,9 +38,60 @@ export function makeRng(seed: number): () => number {
 export const pick = <T>(rng: () => number, items: readonly T[]): T => items[Math.floor(rng() * items.length)];
 
 const TEXT_PIECES = [
-  'a', 'Z', 'hello', ' world', 'The', ' cat', '42', '2024', '3.14', ' ', '  ', '    ', '\n', '\n\n', '\t', ' \n ',
-  '.', ',', '!', '?', "'", '"', "n't", " 's", ' .', '(', ')', '{', '}', '#', '$', '%', '&', '*', '-', '_', '=', '+',
-  'é', 'ß', 'Ω', 'ñ', 'e\u0301', '中文', '日本語', '한국어', 'Привет', 'مرحبا', '😀', '👍🏽', '🇫🇷', '\u00a0', '\u200b', '€',
+  'a',
+  'Z',
+  'hello',
+  ' world',
+  'The',
+  ' cat',
+  '42',
+  '2024',
+  '3.14',
+  ' ',
+  '  ',
+  '    ',
+  '\n',
+  '\n\n',
+  '\t',
+  ' \n ',
+  '.',
+  ',',
+  '!',
+  '?',
+  "'",
+  '"',
+  "n't",
+  " 's",
+  ' .',
+  '(',
+  ')',
+  '{',
+  '}',
+  '#',
+  '$',
+  '%',
+  '&',
+  '*',
+  '-',
+  '_',
+  '=',
+  '+',
+  'é',
+  'ß',
+  'Ω',
+  'ñ',
+  'e\u0301',
+  '中文',
+  '日本語',
+  '한국어',
+  'Привет',
+  'مرحبا',
+  '😀',
+  '👍🏽',
+  '🇫🇷',
+  '\u00a0',
+  '\u200b',
+  '€',
 ];
 const SPECIAL_PIECES = ['<|endoftext|>', '<s>', '</s>', '<|user|>', '<|end|>', '<|eot_id|>', '<|begin_of_text|>'];
 
@@ -80,4 +131,6 @@ export function expectTokenizerError(fn: () => unknown, code: string, messagePar
   if (messagePart !== undefined) expect((caught as TokenizerError).message).toContain(messagePart);
 }
 
-export const storyLines = readFileSync(join(FIXTURES, 'tinystories-sample.txt'), 'utf8').split('\n').filter((l) => l.length > 0);
+export const storyLines = readFileSync(join(FIXTURES, 'tinystories-sample.txt'), 'utf8')
+  .split('\n')
+  .filter((l) => l.length > 0);

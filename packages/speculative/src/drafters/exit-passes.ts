@@ -54,7 +54,14 @@ export class ExitPasses {
    * `hiddens` (optional) receives the exit hidden rows of everything fed; a chain call returns its own rows
    * instead (`chainHidden`), saving the copy.
    */
-  async run(state: DecodeState, cache: KvCache, input: readonly number[], n: number, drafts: number[], hiddens: RowBuffer | null): Promise<{ fed: number; chainHidden?: Float32Array }> {
+  async run(
+    state: DecodeState,
+    cache: KvCache,
+    input: readonly number[],
+    n: number,
+    drafts: number[],
+    hiddens: RowBuffer | null,
+  ): Promise<{ fed: number; chainHidden?: Float32Array }> {
     const { chain, spec } = this;
     drafts.length = 0;
     if (chain && n === chain.spec.chain) return this.runChain(state, chain, cache, input, drafts);
@@ -87,7 +94,13 @@ export class ExitPasses {
   }
 
   /** One chain call. Drafts after an EOS are cut, and so are the rows fed after it, as the per-token loop would. */
-  private async runChain(state: DecodeState, chain: Stage, cache: KvCache, input: readonly number[], drafts: number[]): Promise<{ fed: number; chainHidden: Float32Array }> {
+  private async runChain(
+    state: DecodeState,
+    chain: Stage,
+    cache: KvCache,
+    input: readonly number[],
+    drafts: number[],
+  ): Promise<{ fed: number; chainHidden: Float32Array }> {
     const pastBefore = cache.length(0);
     const t = now();
     const { drafts: tokens, hidden } = await chain.runChain(cache, input);

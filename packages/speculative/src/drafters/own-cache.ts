@@ -15,7 +15,11 @@ export class QuantizedDrafter implements Drafter {
   private readonly catchUp: number[] = [];
   private readonly verifyIds: number[] = [];
 
-  private constructor(private readonly passes: ExitPasses, private readonly ownCache: KvCache, private readonly doSample: boolean) {}
+  private constructor(
+    private readonly passes: ExitPasses,
+    private readonly ownCache: KvCache,
+    private readonly doSample: boolean,
+  ) {}
 
   static async create(
     runtime: ModelRuntime,

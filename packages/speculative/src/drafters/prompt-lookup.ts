@@ -19,7 +19,11 @@ export class PromptLookupDrafter implements Drafter {
   /** The token each probs buffer is currently one-hot at (−1: all zero). */
   private readonly hot: number[] = [];
 
-  constructor(vocabSize: number, private readonly doSample: boolean, private readonly maxNgram = DEFAULT_PROMPT_LOOKUP_NGRAM) {
+  constructor(
+    vocabSize: number,
+    private readonly doSample: boolean,
+    private readonly maxNgram = DEFAULT_PROMPT_LOOKUP_NGRAM,
+  ) {
     this.probs = new ProbsBuffers(vocabSize);
   }
 
@@ -39,7 +43,12 @@ export class PromptLookupDrafter implements Drafter {
     this.verifyIds.length = 0;
     for (const id of pending) this.verifyIds.push(id);
     for (const id of this.tokens) this.verifyIds.push(id);
-    return { tokens: this.tokens, probs: this.doSample ? this.probs.list : undefined, fed: this.tokens.length, verifyInput: this.verifyIds };
+    return {
+      tokens: this.tokens,
+      probs: this.doSample ? this.probs.list : undefined,
+      fed: this.tokens.length,
+      verifyInput: this.verifyIds,
+    };
   }
 
   /**

@@ -12,7 +12,12 @@ export class SharedCacheDrafter implements Drafter {
   private readonly hiddens: RowBuffer;
   private readonly tokens: number[] = [];
 
-  private constructor(private readonly passes: ExitPasses, private readonly doSample: boolean, exitLayer: number, hiddenSize: number) {
+  private constructor(
+    private readonly passes: ExitPasses,
+    private readonly doSample: boolean,
+    exitLayer: number,
+    hiddenSize: number,
+  ) {
     this.verifyFrom = exitLayer;
     this.hiddens = new RowBuffer(hiddenSize);
   }

@@ -62,7 +62,12 @@ export async function decodeModes(
       ex.predictions[m.label] = prediction;
       if (prediction === ex.target) t.correct++;
     }
-    const row: SpeedRow = { ...mode, newTokens: t.newTokens, timeMs: t.timeMs, tokensPerSecond: t.timeMs > 0 ? t.newTokens / (t.timeMs / 1000) : 0 };
+    const row: SpeedRow = {
+      ...mode,
+      newTokens: t.newTokens,
+      timeMs: t.timeMs,
+      tokensPerSecond: t.timeMs > 0 ? t.newTokens / (t.timeMs / 1000) : 0,
+    };
     if (examples.length) lambada.push({ ...mode, examples: examples.length, correct: t.correct, accuracy: t.correct / examples.length });
     if (decodeTokens > 0) {
       const before = t.newTokens;

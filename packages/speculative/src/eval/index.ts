@@ -21,7 +21,16 @@ import { plan } from './plan.js';
 import { NOTES, renderMarkdown } from './report.js';
 import type { EvalJson, EvalReport, EvaluateOptions } from './types.js';
 
-export { cutText, DEFAULT_EVAL_DATA_PATH, PASSAGE_CHARS, passages, readEvalText, splitStories, TOKENIZE_CHARS, tokenizeStories } from './data.js';
+export {
+  cutText,
+  DEFAULT_EVAL_DATA_PATH,
+  PASSAGE_CHARS,
+  passages,
+  readEvalText,
+  splitStories,
+  TOKENIZE_CHARS,
+  tokenizeStories,
+} from './data.js';
 export { DEFAULT_LAMBADA_EXAMPLES, firstWord, LAMBADA_MAX_NEW_TOKENS, type LambadaExample, lastWordExample } from './lambada.js';
 export { DEFAULT_CALM_THRESHOLDS } from './plan.js';
 export type * from './types.js';
@@ -67,11 +76,13 @@ export async function evaluate(runtime: ModelRuntime, options: EvaluateOptions =
     const ids = options.ids;
     if (!Array.isArray(ids) || ids.length < 2) throw invalidOption(where('ids'), 'a list of at least 2 token ids', ids);
     for (const id of ids) {
-      if (!isInt(id) || id < 0 || id >= V) throw new OptionsError('TOKEN_ID_RANGE', `evaluate: token id ${id} is outside the vocabulary 0..${V - 1}`);
+      if (!isInt(id) || id < 0 || id >= V)
+        throw new OptionsError('TOKEN_ID_RANGE', `evaluate: token id ${id} is outside the vocabulary 0..${V - 1}`);
     }
     tokens = ids.slice(0, maxTokens);
   } else {
-    if (!tokenizer) throw new OptionsError('NO_TOKENIZER', `evaluate: ${runtime.dir} has no tokenizer.json to tokenize the stories; pass ids instead`);
+    if (!tokenizer)
+      throw new OptionsError('NO_TOKENIZER', `evaluate: ${runtime.dir} has no tokenizer.json to tokenize the stories; pass ids instead`);
     const eos = tokenizer.eosTokenId ?? runtime.config.eosTokenIds[0];
     if (eos === undefined || eos < 0 || eos >= V) {
       throw new OptionsError('TOKEN_ID_RANGE', `evaluate: the EOS id joining stories (${eos}) is not in the vocabulary 0..${V - 1}`);

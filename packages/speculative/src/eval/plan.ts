@@ -70,7 +70,11 @@ function pairHead(runtime: ModelRuntime, pair: [number | 'original', number]): E
 
 function acdMode(runtime: ModelRuntime, pair: [number | 'original', number]): PlannedMode {
   const head = pairHead(runtime, pair);
-  const planned = multiExitMode(runtime, { useOriginalHead: false, contrastLayerIndices: pair, vocabProjectionMode: vocabProjectionModeOf(head) });
+  const planned = multiExitMode(runtime, {
+    useOriginalHead: false,
+    contrastLayerIndices: pair,
+    vocabProjectionMode: vocabProjectionModeOf(head),
+  });
   return { label: `ACD ${pair[0]}/${pair[1]} (${head})`, kind: 'acd', head, contrast: pair, ...planned };
 }
 

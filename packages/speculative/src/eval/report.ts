@@ -39,10 +39,15 @@ export function renderMarkdown(json: EvalJson, L: number): string {
   }
 
   lines.push('## Speed (tokens/s)', '');
-  lines.push(`| mode | tokens/s (LAMBADA) | decode tokens/s (${json.speed.decodeTokens} tokens) | layers/token | acceptance |`, '|---|---:|---:|---:|---:|');
+  lines.push(
+    `| mode | tokens/s (LAMBADA) | decode tokens/s (${json.speed.decodeTokens} tokens) | layers/token | acceptance |`,
+    '|---|---:|---:|---:|---:|',
+  );
   for (const r of json.speed.rows) {
     const acceptance = r.acceptanceRate === undefined ? '' : `${num(100 * r.acceptanceRate, 1)}%`;
-    lines.push(`| ${r.label} | ${r.newTokens ? num(r.tokensPerSecond, 1) : '—'} | ${num(r.decodeTokensPerSecond, 1)} | ${num(r.meanLayersPerToken, 2)} | ${acceptance} |`);
+    lines.push(
+      `| ${r.label} | ${r.newTokens ? num(r.tokensPerSecond, 1) : '—'} | ${num(r.decodeTokensPerSecond, 1)} | ${num(r.meanLayersPerToken, 2)} | ${acceptance} |`,
+    );
   }
   lines.push('', NOTES.speed, '');
   return lines.join('\n');

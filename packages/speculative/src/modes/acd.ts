@@ -33,10 +33,7 @@ export function resolveAcdOptions(options: AcdOptions = {}): Required<AcdOptions
     throw new OptionsError('INVALID_OPTION', `alpha must be a number in (0, 1], got ${String(alpha)}`);
   }
   if (typeof minimumCandidates !== 'number' || !Number.isInteger(minimumCandidates) || minimumCandidates < 1) {
-    throw new OptionsError(
-      'INVALID_OPTION',
-      `minimumCandidates must be an integer >= 1, got ${String(minimumCandidates)}`,
-    );
+    throw new OptionsError('INVALID_OPTION', `minimumCandidates must be an integer >= 1, got ${String(minimumCandidates)}`);
   }
   return { alpha, minimumCandidates };
 }

@@ -109,10 +109,7 @@ export function computeConfidence(measure: ConfidenceMeasure, inputs: Confidence
     case 'top-gap':
       return topGapConfidence(requireInput(inputs.logits, measure, 'logits'));
     case 'saturation':
-      return saturationConfidence(
-        requireInput(inputs.prevHidden, measure, 'prevHidden'),
-        requireInput(inputs.hidden, measure, 'hidden'),
-      );
+      return saturationConfidence(requireInput(inputs.prevHidden, measure, 'prevHidden'), requireInput(inputs.hidden, measure, 'hidden'));
     default:
       throw invalidMeasure(measure);
   }

@@ -25,9 +25,15 @@ export interface CalmSettings {
  * 'layer-specific' or 'cast' heads only the layers that have one are used, and OptionsError
  * EXIT_NOT_IN_CHECKPOINT (naming the available ones) is thrown when the schedule hits none of them.
  */
-export function calmExitPoints(runtime: ModelRuntime, minExitLayer: number, exitInterval: number, exitHead: ExitHeadKind = 'shared'): number[] {
+export function calmExitPoints(
+  runtime: ModelRuntime,
+  minExitLayer: number,
+  exitInterval: number,
+  exitHead: ExitHeadKind = 'shared',
+): number[] {
   const L = runtime.numLayers;
-  const available = exitHead === 'shared' ? null : exitHead === 'layer-specific' ? runtime.availableExits().layerSpecific : runtime.availableExits().cast;
+  const available =
+    exitHead === 'shared' ? null : exitHead === 'layer-specific' ? runtime.availableExits().layerSpecific : runtime.availableExits().cast;
   const points: number[] = [];
   for (let l = minExitLayer; l < L; l += exitInterval) if (!available || available.includes(l)) points.push(l);
   if (available && points.length === 0 && minExitLayer < L) {
@@ -66,7 +72,12 @@ export class CalmStages {
 }
 
 /** The CALM decode loop: one token per block, with the layer it exited at in `exitLayers`. */
-export async function* calm(state: DecodeState, stages: CalmStages, settings: CalmSettings, hiddenSize: number): AsyncGenerator<TokenBlock> {
+export async function* calm(
+  state: DecodeState,
+  stages: CalmStages,
+  settings: CalmSettings,
+  hiddenSize: number,
+): AsyncGenerator<TokenBlock> {
   const { exitPoints, chunks } = stages;
   const last = chunks.length - 1;
   let pending = state.prompt;
@@ -80,7 +91,7 @@ export async function* calm(state: DecodeState, stages: CalmStages, settings: Ca
     let exitIndex = -1;
     for (let i = 0; i <= last; i++) {
       let time = now();
-      const out = await chunks[i].run(state.cache, input, (input.length / (i === 0 ? 1 : hiddenSize)) - 1);
+      const out = await chunks[i].run(state.cache, input, input.length / (i === 0 ? 1 : hiddenSize) - 1);
       state.times.forward += now() - time;
       input = out.hidden;
       if (i === last) {
@@ -93,9 +104,12 @@ export async function* calm(state: DecodeState, stages: CalmStages, settings: Ca
       if (exitIndex >= 0) continue; // prefill after the exit: finishing the prompt's K/V only
       time = now();
       const lastRow = out.hidden.subarray(out.hidden.length - hiddenSize);
-      const confidence = settings.measure === 'saturation'
-        ? (prevHidden ? computeConfidence('saturation', { prevHidden, hidden: lastRow }) : 0)
-        : computeConfidence(settings.measure, { logits: out.logits[0] });
+      const confidence =
+        settings.measure === 'saturation'
+          ? prevHidden
+            ? computeConfidence('saturation', { prevHidden, hidden: lastRow })
+            : 0
+          : computeConfidence(settings.measure, { logits: out.logits[0] });
       prevHidden = lastRow;
       state.times.sampling += now() - time;
       if (confidence >= lambda) {

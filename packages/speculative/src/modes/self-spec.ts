@@ -17,7 +17,12 @@ export interface SelfSpecSettings {
   vocabSize: number;
 }
 
-export async function* selfSpeculative(state: DecodeState, drafter: Drafter, verifier: Verifier, o: SelfSpecSettings): AsyncGenerator<TokenBlock> {
+export async function* selfSpeculative(
+  state: DecodeState,
+  drafter: Drafter,
+  verifier: Verifier,
+  o: SelfSpecSettings,
+): AsyncGenerator<TokenBlock> {
   const acceptance = new DraftAcceptance(o.vocabSize);
   let pending: readonly number[] = state.prompt; // committed tokens the cache has no rows for yet
   let d = o.numSpeculations;
@@ -30,7 +35,13 @@ export async function* selfSpeculative(state: DecodeState, drafter: Drafter, ver
     const t = now();
     const bonus = draft.fed === draft.tokens.length; // the last draft was fed: its row predicts one more token
     const { accepted, next } = acceptance.accept({
-      picker: state.picker, history: state.history.view(), committed, drafts: draft.tokens, draftProbs: draft.probs, logits, bonus,
+      picker: state.picker,
+      history: state.history.view(),
+      committed,
+      drafts: draft.tokens,
+      draftProbs: draft.probs,
+      logits,
+      bonus,
     });
     state.times.sampling += now() - t;
 

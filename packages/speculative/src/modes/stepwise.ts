@@ -11,7 +11,12 @@ export type StepScore = (logits: readonly Float32Array[]) => Float32Array;
 const onlyExit: StepScore = (logits) => logits[0];
 
 /** One token per call of `stage`. */
-export async function* stepwise(state: DecodeState, stage: Stage, fromDraft: boolean, score: StepScore = onlyExit): AsyncGenerator<TokenBlock> {
+export async function* stepwise(
+  state: DecodeState,
+  stage: Stage,
+  fromDraft: boolean,
+  score: StepScore = onlyExit,
+): AsyncGenerator<TokenBlock> {
   let pending = state.prompt;
   const single = [0];
   for (;;) {
