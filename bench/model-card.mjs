@@ -8,7 +8,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ModelRuntime } from '../packages/model/dist/index.js';
-import { evaluate, SelfSpeculativeGenerator } from '../packages/speculative/dist/index.js';
+import { MexitGenerator } from '../packages/speculative/dist/index.js';
+import { evaluate } from '../packages/speculative/dist/eval/index.js';
 
 const { values } = parseArgs({
   options: {
@@ -62,7 +63,7 @@ for (let l = 1; l <= L; l++) {
   );
 }
 
-const generator = new SelfSpeculativeGenerator(runtime);
+const generator = new MexitGenerator(runtime);
 const story = await generator.generate('Once upon a time', { maxNewTokens: 160 });
 const sampled = await generator.generate('Tom and Lily went to the park.', {
   maxNewTokens: 160,
