@@ -3,18 +3,21 @@
  * and a cache of compiled stages. Stage sessions are created on first use and reused; each session holds
  * its own copy of its layers' weights (ORT sessions cannot share initializers), so callers ask only for
  * the ranges they use: e.g. self-speculation uses [0, E) + [E, L), which together hold each layer once.
+ * The stage cache is an LRU of `maxStages` sessions; all stages of a runtime share one run lock, so any
+ * number of generators may share a runtime.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import ort from 'onnxruntime-node';
-import { ConfigError, KvCache, openCheckpoint, type TensorMap } from '@mexit/core';
+import { ConfigError, KvCache, MexitError, openCheckpoint, type TensorMap } from '@mexit/core';
 import { loadModelConfig, type ModelConfig } from './config.js';
 import { WeightSource, type Architecture } from './arch/common.js';
 import { llamaArchitecture } from './arch/llama.js';
 import { gpt2Architecture } from './arch/gpt2.js';
 import { gptNeoArchitecture } from './arch/gpt-neo.js';
 import { availableExits, validateExit, type ExitSpec } from './exits.js';
-import { buildStageGraph, Stage, stageKey, validateStageSpec, type StageSpec } from './stages.js';
+import { buildStageGraph, RunLock, Stage, stageKey, validateStageSpec, type StageSpec } from './stages.js';
 import { QuantizedBlockCache } from './quantized-cache.js';
 import { MexitTokenizer } from './tokenizer.js';
 
@@ -44,10 +47,21 @@ export interface RuntimeOptions {
    * reclaim space.
    */
   cacheDir?: string;
+  /**
+   * Most compiled stages (ORT sessions, each with its own copy of its layers' weights) kept at once. Default 16.
+   * Past it, the least recently requested stage is evicted and its session released as soon as no call is
+   * running on it, so trying many (exit layer, draft length, quantization) settings on one runtime keeps memory
+   * bounded; a stage requested again is rebuilt (same weights, same logits). Stages held by a running
+   * generation (see `holdStages`) are never evicted, so while such generations run the count may exceed the
+   * bound. A Stage object kept past its eviction rejects calls with MexitError 'STAGE_EVICTED'.
+   */
+  maxStages?: number;
 }
 
 /** RuntimeOptions with the defaults filled in. */
 export type ResolvedRuntimeOptions = Required<Omit<RuntimeOptions, 'cacheDir'>> & Pick<RuntimeOptions, 'cacheDir'>;
+
+export const DEFAULT_MAX_STAGES = 16;
 
 /** F32 weight bytes per default intra-op thread. */
 const BYTES_PER_THREAD = 16 * 2 ** 20;
@@ -75,8 +89,27 @@ function createArchitecture(cfg: ModelConfig, w: WeightSource): Architecture {
   }
 }
 
+/** A cached stage: `holds` counts the running generations that use it (never evicted while > 0). */
+interface StageEntry {
+  stage: Promise<Stage>;
+  holds: number;
+}
+
+/** The stages requested inside one holdStages() build; `open` until the build returns. */
+interface HoldScope {
+  entries: StageEntry[];
+  open: boolean;
+}
+
 export class ModelRuntime {
-  private readonly stages = new Map<string, Promise<Stage>>();
+  /** The stage LRU: Map order is request order, least recent first. */
+  private readonly stages = new Map<string, StageEntry>();
+  /** Evicted stages whose session is not released yet (a call was still running). */
+  private readonly retiring = new Set<Promise<void>>();
+  /** Serialises every stage call of this runtime (stages reuse their feeds; see Stage). */
+  private readonly runLock = new RunLock();
+  private readonly holdScope = new AsyncLocalStorage<HoldScope>();
+  private disposing: Promise<void> | null = null;
   private readonly arch: Architecture;
   private readonly weights: WeightSource;
   /** The quantized-weight cache under `options.cacheDir` (null without one); its counters tell hits from misses. */
@@ -106,6 +139,9 @@ export class ModelRuntime {
     const threads = options.threads ?? defaultThreads(checkpointBytes(tensors));
     if (!Number.isInteger(threads) || threads < 1)
       throw new ConfigError('RUNTIME_OPTIONS', `threads must be a positive integer, got ${threads}`);
+    const maxStages = options.maxStages ?? DEFAULT_MAX_STAGES;
+    if (!Number.isInteger(maxStages) || maxStages < 1)
+      throw new ConfigError('RUNTIME_OPTIONS', `maxStages must be a positive integer, got ${String(maxStages)}`);
     const { cacheDir } = options;
     if (cacheDir !== undefined && (typeof cacheDir !== 'string' || cacheDir === '')) {
       throw new ConfigError('RUNTIME_OPTIONS', `cacheDir must be a non-empty path, got ${JSON.stringify(cacheDir)}`);
@@ -114,6 +150,7 @@ export class ModelRuntime {
       threads,
       spinning: options.spinning ?? true,
       prepacking: options.prepacking ?? true,
+      maxStages,
       ...(cacheDir === undefined ? {} : { cacheDir }),
     });
     for (const t of runtime.arch.requiredTensors()) runtime.weights.check(t.name, t.shape);
@@ -146,18 +183,84 @@ export class ModelRuntime {
     });
   }
 
-  /** The compiled stage for `spec`, built on first request. */
+  /** true once dispose() was called: stage requests and calls then reject with MexitError 'DISPOSED'. */
+  get disposed(): boolean {
+    return this.disposing !== null;
+  }
+
+  /** Sessions alive now: cached stages (built or building) plus evicted ones still finishing a call. */
+  get liveStages(): number {
+    return this.stages.size + this.retiring.size;
+  }
+
+  /**
+   * The compiled stage for `spec`, built on first request and kept in the LRU (RuntimeOptions.maxStages).
+   * Inside a holdStages() build the stage is also held until that hold is released.
+   */
   stage(spec: StageSpec): Promise<Stage> {
+    if (this.disposing) throw disposedError();
     validateStageSpec(this.config, spec);
     for (const e of spec.exits ?? []) this.validateExit(e);
     const key = stageKey(spec);
-    let stage = this.stages.get(key);
-    if (!stage) {
-      stage = this.buildStage(spec);
-      this.stages.set(key, stage);
-      stage.catch(() => this.stages.delete(key));
+    let entry = this.stages.get(key);
+    if (entry) {
+      this.stages.delete(key); // re-inserted below as the most recent
+    } else {
+      const created: StageEntry = { stage: this.buildStage(spec), holds: 0 };
+      created.stage.catch(() => {
+        if (this.stages.get(key) === created) this.stages.delete(key);
+      });
+      entry = created;
     }
-    return stage;
+    this.stages.set(key, entry);
+    const scope = this.holdScope.getStore();
+    if (scope?.open && !scope.entries.includes(entry)) {
+      scope.entries.push(entry);
+      entry.holds++;
+    }
+    this.evict(entry);
+    return entry.stage;
+  }
+
+  /**
+   * Runs `build` and holds every stage it requests, directly or through drafters, verifiers and the like,
+   * until `release()`: held stages are never evicted, so a generation's Stage objects stay valid while it runs.
+   * If `build` throws, its stages are released at once.
+   */
+  async holdStages<T>(build: () => Promise<T>): Promise<{ value: T; release: () => void }> {
+    const scope: HoldScope = { entries: [], open: true };
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      for (const entry of scope.entries) entry.holds--;
+      this.evict();
+    };
+    try {
+      const value = await this.holdScope.run(scope, build);
+      return { value, release };
+    } catch (error) {
+      release();
+      throw error;
+    } finally {
+      scope.open = false;
+    }
+  }
+
+  /** Evicts the least recently requested unheld stages (never `keep`) while more than maxStages are cached. */
+  private evict(keep?: StageEntry): void {
+    if (this.disposing) return;
+    for (const [key, entry] of this.stages) {
+      if (this.stages.size <= this.options.maxStages) return;
+      if (entry.holds > 0 || entry === keep) continue;
+      this.stages.delete(key);
+      const done = entry.stage.then(
+        (stage) => stage.release('STAGE_EVICTED', `evicted from the stage cache (maxStages ${this.options.maxStages}); request it again`),
+        () => undefined,
+      );
+      this.retiring.add(done);
+      void done.finally(() => this.retiring.delete(done));
+    }
   }
 
   private async buildStage(spec: StageSpec): Promise<Stage> {
@@ -186,12 +289,14 @@ export class ModelRuntime {
         },
       },
     });
-    return new Stage(spec, session, this.config, weightBytes, performance.now() - t0);
+    return new Stage(spec, session, this.config, weightBytes, performance.now() - t0, this.runLock);
   }
 
-  /** Stages built so far (for timing and memory reports). */
+  /** Stages in the stage cache now (for timing and memory reports). */
   async builtStages(): Promise<Stage[]> {
-    return Promise.all(this.stages.values());
+    const stages: Promise<Stage>[] = [];
+    for (const entry of this.stages.values()) stages.push(entry.stage);
+    return Promise.all(stages);
   }
 
   /** Total bytes of the checkpoint's float weights as F32. */
@@ -199,10 +304,28 @@ export class ModelRuntime {
     return checkpointBytes(this.tensors);
   }
 
-  async dispose(): Promise<void> {
-    const stages = await Promise.allSettled(this.stages.values());
+  /**
+   * Releases every session and closes the checkpoint. Calls already running on a stage finish first; later
+   * stage requests and calls, and generations still running, reject with MexitError 'DISPOSED'. Idempotent.
+   */
+  dispose(): Promise<void> {
+    if (!this.disposing) this.disposing = this.releaseAll();
+    return this.disposing;
+  }
+
+  private async releaseAll(): Promise<void> {
+    const entries: Promise<Stage>[] = [];
+    for (const entry of this.stages.values()) entries.push(entry.stage);
     this.stages.clear();
-    for (const s of stages) if (s.status === 'fulfilled') await s.value.release();
+    const releases: Promise<void>[] = [...this.retiring];
+    for (const s of await Promise.allSettled(entries)) {
+      if (s.status === 'fulfilled') releases.push(s.value.release('DISPOSED', 'the runtime was disposed'));
+    }
+    await Promise.all(releases);
     this.tensors.close();
   }
+}
+
+function disposedError(): MexitError {
+  return new MexitError('DISPOSED', 'the model runtime was disposed');
 }

@@ -8,7 +8,7 @@
  * `propagate` stages compute only K/V of their layers from the input hidden state (CALM state propagation).
  */
 import ort from 'onnxruntime-node';
-import { CacheError, OptionsError, type KvCache } from '@mexit/core';
+import { CacheError, KvCache, MexitError, OptionsError } from '@mexit/core';
 import { attr, GraphBuilder, type BlockQuantizer, type LinearQuantization } from './onnx/builder.js';
 import { OnnxType } from './onnx/encoder.js';
 import { createChainContexts, createStageContext, type Architecture, type WeightSource } from './arch/common.js';
@@ -182,7 +182,37 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
   }
 }
 
-/** One compiled stage with reusable input buffers. */
+/**
+ * A FIFO async mutex. Taking a free lock allocates nothing and needs no await (`acquire` returns undefined),
+ * so an uncontended call pays one branch.
+ */
+export class RunLock {
+  private busy = false;
+  private readonly waiters: (() => void)[] = [];
+
+  /** undefined: the caller holds the lock now; else a promise that resolves once it does. */
+  acquire(): Promise<void> | undefined {
+    if (!this.busy) {
+      this.busy = true;
+      return undefined;
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  /** Hands the lock to the next waiter, in call order. */
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.busy = false;
+  }
+}
+
+/**
+ * One compiled stage with reusable input buffers. Calls are serialised on `lock` (the runtime passes one
+ * lock to all its stages): the feeds and id buffers are reused, and onnxruntime-node reads them only on a
+ * later turn of the event loop, so overlapping calls would otherwise run on each other's inputs. Each call
+ * still sees its cache as it is when the call's turn comes, as if the calls had been awaited one by one.
+ */
 export class Stage {
   /** Accumulated wall time inside session.run (ms) and number of calls, for overhead reports. */
   runMs = 0;
@@ -190,6 +220,14 @@ export class Stage {
   private idsBuffer = new BigInt64Array(64);
   private readonly startBuffer = new BigInt64Array(1);
   private readonly feeds: Record<string, ort.Tensor> = {};
+  /** Rows the cache held when the current feeds were set. */
+  private pastRows = 0;
+  /** Calls entered and not yet returned (waiting for the lock or running). */
+  private inFlight = 0;
+  /** Set once released: new calls are refused with this code and reason. */
+  private closed: { code: string; reason: string } | null = null;
+  private drained: (() => void) | null = null;
+  private releasing: Promise<void> | null = null;
 
   constructor(
     readonly spec: StageSpec,
@@ -197,7 +235,13 @@ export class Stage {
     private readonly cfg: ModelConfig,
     readonly weightBytes: number,
     readonly buildMs: number,
+    private readonly lock = new RunLock(),
   ) {}
+
+  /** true once release() was called: every later call rejects. */
+  get released(): boolean {
+    return this.closed !== null;
+  }
 
   /**
    * Runs `input` (token ids for stages starting at layer 0, else hidden rows [n, d]) at the positions
@@ -206,18 +250,8 @@ export class Stage {
    */
   async run(cache: KvCache, input: ArrayLike<number> | Float32Array, logitsStart = 0): Promise<StageResult> {
     if (this.spec.chain) throw new OptionsError('STAGE_CHAIN', `stage ${stageKey(this.spec)} drafts a chain: call runChain`);
-    const n = this.setFeeds(cache, input);
+    const out = await this.call(cache, input, 0, logitsStart);
     const numExits = this.spec.exits?.length ?? 0;
-    if (numExits) {
-      // logitsStart = n asks for no logits rows: the exit heads then cost nothing (the drafter feeds its last
-      // draft this way instead of keeping a second, head-less session with a copy of the same layers).
-      if (!Number.isInteger(logitsStart) || logitsStart < 0 || logitsStart > n) {
-        throw new OptionsError('STAGE_INPUT', `logitsStart ${logitsStart} must lie in 0..${n}`);
-      }
-      this.startBuffer[0] = BigInt(logitsStart);
-      this.feeds.logits_start = new ort.Tensor('int64', this.startBuffer, [1]);
-    }
-    const out = await this.runSession(cache);
     const logits: Float32Array[] = [];
     for (let i = 0; i < numExits; i++) logits.push(out[`logits_${i}`].data as Float32Array);
     const hidden = this.spec.propagate ? (input as Float32Array) : (out.hidden_out.data as Float32Array);
@@ -231,9 +265,62 @@ export class Stage {
    */
   async runChain(cache: KvCache, ids: ArrayLike<number>): Promise<{ drafts: BigInt64Array; hidden: Float32Array }> {
     if (!this.spec.chain) throw new OptionsError('STAGE_CHAIN', `stage ${stageKey(this.spec)} is not a chain stage`);
-    this.setFeeds(cache, ids, this.spec.chain - (this.spec.chainFeedsLast ? 0 : 1));
-    const out = await this.runSession(cache);
+    const out = await this.call(cache, ids, this.spec.chain - (this.spec.chainFeedsLast ? 0 : 1), 0);
     return { drafts: out.drafts.data as BigInt64Array, hidden: out.hidden_out.data as Float32Array };
+  }
+
+  /**
+   * One session call under the lock: validates and sets the feeds, runs, appends the new K/V rows to `cache`.
+   * The outputs are fresh arrays, safe to read after the lock is handed on.
+   */
+  private async call(
+    cache: KvCache,
+    input: ArrayLike<number> | Float32Array,
+    extraRows: number,
+    logitsStart: number,
+  ): Promise<ort.InferenceSession.OnnxValueMapType> {
+    if (this.closed) throw new MexitError(this.closed.code, `stage ${stageKey(this.spec)}: ${this.closed.reason}`);
+    this.inFlight++;
+    try {
+      const wait = this.lock.acquire();
+      if (wait) await wait;
+      try {
+        const n = this.setFeeds(cache, input, extraRows);
+        if (this.spec.exits?.length && !this.spec.chain) {
+          // logitsStart = n asks for no logits rows: the exit heads then cost nothing (the drafter feeds its last
+          // draft this way instead of keeping a second, head-less session with a copy of the same layers).
+          if (!Number.isInteger(logitsStart) || logitsStart < 0 || logitsStart > n) {
+            throw new OptionsError('STAGE_INPUT', `logitsStart ${logitsStart} must lie in 0..${n}`);
+          }
+          this.startBuffer[0] = BigInt(logitsStart);
+          this.feeds.logits_start = new ort.Tensor('int64', this.startBuffer, [1]);
+        }
+        const t0 = performance.now();
+        const out = await this.session.run(this.feeds);
+        this.runMs += performance.now() - t0;
+        this.calls++;
+        const { from, to } = this.spec;
+        for (let l = from; l < to; l++) {
+          // This runtime's calls hold the lock, so only another runtime's stage or a direct truncate/append
+          // while the call ran can change the cache: refuse rather than append the rows at the wrong place.
+          if (cache.length(l) !== this.pastRows) {
+            throw new CacheError(
+              'KV_CONCURRENT_USE',
+              `layer ${l} of the KvCache changed from ${this.pastRows} to ${cache.length(l)} rows while stage ` +
+                `${stageKey(this.spec)} ran on it; a cache must not change during a call`,
+            );
+          }
+        }
+        for (let l = from; l < to; l++) {
+          cache.append(l, out[`new_k_${l}`].data as Float32Array, out[`new_v_${l}`].data as Float32Array);
+        }
+        return out;
+      } finally {
+        this.lock.release();
+      }
+    } finally {
+      if (--this.inFlight === 0) this.drained?.();
+    }
   }
 
   /** Validates the input against the cache and sets the ids/hidden and past feeds; returns the row count. */
@@ -244,6 +331,7 @@ export class Stage {
     const n = embeds ? input.length : input.length / d;
     if (!Number.isInteger(n) || n < 1)
       throw new OptionsError('STAGE_INPUT', `stage ${stageKey(this.spec)} got an empty or misshapen input`);
+    this.checkCache(cache);
     const past = from < to ? cache.length(from) : 0;
     for (let l = from; l < to; l++) {
       if (cache.length(l) !== past) {
@@ -259,6 +347,14 @@ export class Stage {
         `positions up to ${past + n + extraRows} exceed max_position_embeddings ${this.cfg.maxPositions}`,
       );
     }
+    if (from < to && past + n + extraRows > cache.maxCapacity) {
+      // Checked before the run: an append failing afterwards would leave the stage's layers out of step.
+      throw new CacheError(
+        'KV_CAPACITY',
+        `stage ${stageKey(this.spec)} appends ${n + extraRows} rows to ${past}, but the cache has maxCapacity ${cache.maxCapacity}`,
+      );
+    }
+    this.pastRows = past;
     const feeds = this.feeds;
     if (embeds) {
       if (this.idsBuffer.length < n) this.idsBuffer = new BigInt64Array(Math.max(n, this.idsBuffer.length * 2));
@@ -282,19 +378,37 @@ export class Stage {
     return n;
   }
 
-  /** session.run with the current feeds; appends the new K/V rows of the stage's layers to `cache`. */
-  private async runSession(cache: KvCache): Promise<ort.InferenceSession.OnnxValueMapType> {
-    const t0 = performance.now();
-    const out = await this.session.run(this.feeds);
-    this.runMs += performance.now() - t0;
-    this.calls++;
-    for (let l = this.spec.from; l < this.spec.to; l++) {
-      cache.append(l, out[`new_k_${l}`].data as Float32Array, out[`new_v_${l}`].data as Float32Array);
+  /** CacheError KV_MODEL_MISMATCH unless `cache` is a KvCache shaped for this stage's model. */
+  private checkCache(cache: KvCache): void {
+    if (!(cache instanceof KvCache)) {
+      throw new CacheError(
+        'KV_MODEL_MISMATCH',
+        `stage ${stageKey(this.spec)} needs a KvCache (runtime.createCache()), got ${typeName(cache)}`,
+      );
     }
-    return out;
+    const { numLayers, numKvHeads, headDim } = this.cfg;
+    if (cache.numLayers === numLayers && cache.kvHeads === numKvHeads && cache.headDim === headDim) return;
+    const differ: string[] = [];
+    if (cache.numLayers !== numLayers) differ.push(`numLayers ${cache.numLayers} (model: ${numLayers})`);
+    if (cache.kvHeads !== numKvHeads) differ.push(`kvHeads ${cache.kvHeads} (model: ${numKvHeads})`);
+    if (cache.headDim !== headDim) differ.push(`headDim ${cache.headDim} (model: ${headDim})`);
+    throw new CacheError('KV_MODEL_MISMATCH', `the KvCache was made for another model: ${differ.join(', ')}`);
   }
 
-  async release(): Promise<void> {
-    await this.session.release();
+  /**
+   * Refuses new calls from now on (MexitError `code`, with `reason`) and releases the session once the calls
+   * already made have returned. Idempotent: later calls return the first release.
+   */
+  release(code = 'DISPOSED', reason = 'the stage was released'): Promise<void> {
+    if (!this.releasing) {
+      this.closed = { code, reason };
+      const idle = this.inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.drained = resolve));
+      this.releasing = idle.then(() => this.session.release());
+    }
+    return this.releasing;
   }
+}
+
+function typeName(value: unknown): string {
+  return value === null ? 'null' : typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
 }

@@ -3,7 +3,7 @@
  * API (generate / stream / events), the mode dispatch and the loop that hands committed tokens to the sink.
  * Each mode is a generator of token blocks in modes/; the self-speculative round is modes/self-spec.ts.
  */
-import { AbortError, OptionsError, TokenPicker } from '@mexit/core';
+import { AbortError, MexitError, OptionsError, TokenPicker } from '@mexit/core';
 import { ModelRuntime, type RuntimeOptions } from '@mexit/model';
 import { createDrafter } from './drafters/index.js';
 import { Verifier } from './verify.js';
@@ -39,9 +39,15 @@ export interface GenerationEvent {
 
 export interface GeneratorOptions extends RuntimeOptions, GenerateOptions {}
 
-export class MexitGenerator {
-  private queue: Promise<unknown> = Promise.resolve();
+/** Where a generation puts the release of its held stages, for `abandoned` to find. */
+interface StageHold {
+  release?: () => void;
+}
 
+/** An events() iterator dropped unfinished (never run to the end nor return()ed) releases its stages when collected. */
+const abandoned = new FinalizationRegistry<StageHold>((hold) => hold.release?.());
+
+export class MexitGenerator {
   constructor(
     readonly runtime: ModelRuntime,
     readonly defaults: GenerateOptions = {},
@@ -49,8 +55,8 @@ export class MexitGenerator {
 
   /** Loads a model directory; `options` holds runtime settings and default generation options. */
   static async fromPretrained(dir: string, options: GeneratorOptions = {}): Promise<MexitGenerator> {
-    const { threads, spinning, prepacking, cacheDir, ...defaults } = options;
-    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir });
+    const { threads, spinning, prepacking, cacheDir, maxStages, ...defaults } = options;
+    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir, maxStages });
     const generator = new MexitGenerator(runtime, defaults);
     resolveOptions(runtime, defaults); // fail fast on bad defaults
     return generator;
@@ -77,9 +83,24 @@ export class MexitGenerator {
 
   /**
    * The event stream behind generate() and stream(): one event per committed token. `onDone` receives
-   * the final result. Calls on one generator run one at a time (they share sessions and buffers).
+   * the final result. Generations may overlap, on one generator or on several sharing a runtime: each has its
+   * own cache and decoding state and the runtime serialises stage calls, so each gives exactly the tokens it
+   * gives alone. An iterator that is never finished blocks no other generation.
    */
-  async *events(prompt: Prompt, options: GenerateOptions = {}, onDone?: (r: GenerationResult) => void): AsyncGenerator<GenerationEvent> {
+  events(prompt: Prompt, options: GenerateOptions = {}, onDone?: (r: GenerationResult) => void): AsyncGenerator<GenerationEvent> {
+    const hold: StageHold = {};
+    const iterator = this.eventStream(prompt, options, onDone, hold);
+    abandoned.register(iterator, hold, hold);
+    return iterator;
+  }
+
+  private async *eventStream(
+    prompt: Prompt,
+    options: GenerateOptions,
+    onDone: ((r: GenerationResult) => void) | undefined,
+    hold: StageHold,
+  ): AsyncGenerator<GenerationEvent> {
+    if (this.runtime.disposed) throw disposedError();
     const merged = { ...this.defaults, ...options };
     const resolved = resolveOptions(this.runtime, merged);
     const promptIds = this.encodePrompt(prompt, merged.addSpecialTokens);
@@ -90,15 +111,11 @@ export class MexitGenerator {
         `prompt (${promptIds.length} tokens) + maxNewTokens (${resolved.maxNewTokens}) exceeds the context of ${maxPositions} positions`,
       );
     }
-    // Serialise generations on this instance.
-    const previous = this.queue;
-    let release!: () => void;
-    this.queue = new Promise<void>((r) => (release = r));
-    await previous.catch(() => undefined);
     try {
-      yield* this.run(promptIds, resolved, onDone);
+      yield* this.run(promptIds, resolved, hold, onDone);
     } finally {
-      release();
+      abandoned.unregister(hold);
+      hold.release?.();
     }
   }
 
@@ -140,7 +157,12 @@ export class MexitGenerator {
   }
 
   /** One generation: build the mode's blocks, hand every committed token to the sink, then the stats. */
-  private async *run(promptIds: number[], o: ResolvedOptions, onDone?: (r: GenerationResult) => void): AsyncGenerator<GenerationEvent> {
+  private async *run(
+    promptIds: number[],
+    o: ResolvedOptions,
+    hold: StageHold,
+    onDone?: (r: GenerationResult) => void,
+  ): AsyncGenerator<GenerationEvent> {
     const rt = this.runtime;
     const sink = new TokenSink(rt.tokenizer, o);
     const history = new TokenHistory();
@@ -157,9 +179,13 @@ export class MexitGenerator {
     const stats = new StatsRecorder(o, rt.numLayers);
     const checkAbort = () => {
       if (o.signal?.aborted) throw new AbortError();
+      if (rt.disposed) throw disposedError();
     };
     checkAbort();
-    const blocks = await this.modeBlocks(o, state); // builds sessions on first use: not counted as generation time
+    // Builds sessions on first use (not counted as generation time) and holds them until the generation ends.
+    const building = rt.holdStages(() => this.modeBlocks(o, state));
+    const { value: blocks, release } = await untilAborted(building, o.signal, (built) => built.release());
+    hold.release = release;
     const started = now();
     try {
       while (!sink.stopReason) {
@@ -186,9 +212,40 @@ export class MexitGenerator {
     onDone?.({ ids: sink.ids, text: sink.output, stats: result });
   }
 
+  /** Disposes the runtime: running generations end with MexitError 'DISPOSED', and so do later calls. */
   async dispose(): Promise<void> {
     await this.runtime.dispose();
   }
+}
+
+function disposedError(): MexitError {
+  return new MexitError('DISPOSED', 'the generator (its model runtime) was disposed');
+}
+
+/**
+ * `promise`, or AbortError as soon as `signal` aborts (a first-use session build can take seconds). An
+ * abandoned `promise` still settles; its value then goes to `drop`.
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, drop: (value: T) => void): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      reject(new AbortError());
+      promise.then(drop, () => undefined);
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /**
