@@ -69,7 +69,7 @@ export function parseFlags(command: string, argv: string[], specs: readonly Flag
     options[s.name] = { type: s.type, ...(s.multiple ? { multiple: true } : {}), ...(s.short ? { short: s.short } : {}) };
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals, strict: true });
+    parsed = parseArgs({ args: joinNegativeValues(argv, specs), options, allowPositionals, strict: true });
   } catch (err) {
     const e = err as { code?: string; message: string };
     if (!e.code?.startsWith('ERR_PARSE_ARGS_')) throw err;
@@ -83,6 +83,28 @@ export function parseFlags(command: string, argv: string[], specs: readonly Flag
     throw new UsageError(code, `mexit ${command}: ${e.message.split('\n')[0]}`, command);
   }
   return { values: parsed.values as ParsedFlags['values'], positionals: parsed.positionals };
+}
+
+/**
+ * `--seed -1` → `--seed=-1`: parseArgs takes a value starting with '-' for a flag of its own and refuses it,
+ * so a negative number would never reach its range check. Only values that read as numbers are joined
+ * ('-1', '-0.5', '-.5', '-1,2' for lists), for flags that take a value; the rest stays as typed.
+ */
+function joinNegativeValues(argv: string[], specs: readonly FlagSpec[]): string[] {
+  const takesValue = new Set(specs.filter((s) => s.type === 'string').map((s) => `--${s.name}`));
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') return out.concat(argv.slice(i));
+    const next = argv[i + 1];
+    if (takesValue.has(arg) && next !== undefined && /^-\.?\d/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
 }
 
 const badValue = (flag: string, expected: string, raw: string) =>

@@ -12,12 +12,19 @@ export interface KvCacheOptions {
   headDim: number;
   /** Rows (tokens) allocated up front per layer. Default min(256, maxCapacity). */
   initialCapacity?: number;
-  /** Hard limit on rows per layer; appending past it throws CacheError 'KV_CAPACITY'. Default unbounded. */
+  /** Hard limit on rows per layer; appending past it throws CacheError 'KV_CAPACITY'. Default: KV_MAX_BYTES' worth. */
   maxCapacity?: number;
 }
 
 const DEFAULT_INITIAL_CAPACITY = 256;
 const BYTES_PER_FLOAT = 4;
+/** Most layers a cache may have (each holds two arrays; real models have at most a few hundred layers). */
+export const KV_MAX_LAYERS = 1024;
+/**
+ * Most bytes of K and V one cache may allocate, all layers together (16 GiB). Checked before every allocation,
+ * so an absurd shape or length is a CacheError rather than an out-of-memory abort.
+ */
+export const KV_MAX_BYTES = 2 ** 34;
 
 function isPositiveInteger(value: unknown): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value > 0;
@@ -41,7 +48,10 @@ export class KvCache {
   private readonly values: Float32Array[];
   private readonly lengths: Int32Array;
 
-  /** Validates the shape (CacheError 'KV_OPTIONS') and allocates initialCapacity rows per layer. */
+  /**
+   * Validates the shape (CacheError 'KV_OPTIONS': positive integers, at most KV_MAX_LAYERS layers and KV_MAX_BYTES
+   * for the initial rows) and allocates initialCapacity rows per layer.
+   */
   constructor(options: KvCacheOptions) {
     const { numLayers, kvHeads, headDim } = options ?? ({} as KvCacheOptions);
     for (const [name, value] of [
@@ -53,6 +63,9 @@ export class KvCache {
         throw new CacheError('KV_OPTIONS', `KvCache: ${name} must be a positive integer, got ${String(value)}`);
       }
     }
+    if (numLayers > KV_MAX_LAYERS) {
+      throw new CacheError('KV_OPTIONS', `KvCache: numLayers must be at most ${KV_MAX_LAYERS}, got ${numLayers}`);
+    }
     const maxCapacity = options.maxCapacity ?? Infinity;
     if (maxCapacity !== Infinity && !isPositiveInteger(maxCapacity)) {
       throw new CacheError('KV_OPTIONS', `KvCache: maxCapacity must be a positive integer, got ${String(maxCapacity)}`);
@@ -62,6 +75,14 @@ export class KvCache {
       throw new CacheError(
         'KV_OPTIONS',
         `KvCache: initialCapacity must be a positive integer <= maxCapacity (${maxCapacity}), got ${String(initialCapacity)}`,
+      );
+    }
+    const bytes = numLayers * initialCapacity * kvHeads * headDim * BYTES_PER_FLOAT * 2;
+    if (bytes > KV_MAX_BYTES) {
+      throw new CacheError(
+        'KV_OPTIONS',
+        `KvCache: ${numLayers} layers x ${initialCapacity} rows x ${kvHeads} kvHeads x ${headDim} headDim need ${bytes} bytes of K/V, ` +
+          `more than the limit of ${KV_MAX_BYTES} (KV_MAX_BYTES)`,
       );
     }
     this.numLayers = numLayers;
@@ -165,7 +186,16 @@ export class KvCache {
     if (needed > this.maxCapacity) {
       throw new CacheError('KV_CAPACITY', `KvCache.append(layer ${layer}): needs ${needed} rows but maxCapacity is ${this.maxCapacity}`);
     }
-    const newCapacity = Math.min(Math.max(needed, this.capacityRows * 2), this.maxCapacity);
+    const rowBytes = this.numLayers * this.rowSize * BYTES_PER_FLOAT * 2;
+    const limitRows = Math.floor(KV_MAX_BYTES / rowBytes);
+    if (needed > limitRows) {
+      throw new CacheError(
+        'KV_CAPACITY',
+        `KvCache.append(layer ${layer}): needs ${needed} rows = ${needed * rowBytes} bytes of K/V, more than the limit of ` +
+          `${KV_MAX_BYTES} (KV_MAX_BYTES)`,
+      );
+    }
+    const newCapacity = Math.min(Math.max(needed, this.capacityRows * 2), this.maxCapacity, limitRows);
     for (let l = 0; l < this.numLayers; l++) {
       const used = this.lengths[l] * this.rowSize;
       const keys = this.allocate(newCapacity);

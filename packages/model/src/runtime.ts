@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import ort from 'onnxruntime-node';
 import { ConfigError, KvCache, MexitError, openCheckpoint, type TensorMap } from '@mexit/core';
-import { loadModelConfig, type ModelConfig } from './config.js';
+import { checkConfigAgainstCheckpoint, loadModelConfig, type ModelConfig } from './config.js';
 import { WeightSource, type Architecture } from './arch/common.js';
 import { llamaArchitecture } from './arch/llama.js';
 import { gpt2Architecture } from './arch/gpt2.js';
@@ -136,6 +136,7 @@ export class ModelRuntime {
     const config = loadModelConfig(dir);
     const tensors = openCheckpoint(dir);
     const tokenizer = MexitTokenizer.load(dir);
+    checkConfigAgainstCheckpoint(dir, config, tensors, tokenizer);
     const threads = options.threads ?? defaultThreads(checkpointBytes(tensors));
     if (!Number.isInteger(threads) || threads < 1)
       throw new ConfigError('RUNTIME_OPTIONS', `threads must be a positive integer, got ${threads}`);

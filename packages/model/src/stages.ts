@@ -13,7 +13,7 @@ import { attr, GraphBuilder, type BlockQuantizer, type LinearQuantization } from
 import { OnnxType } from './onnx/encoder.js';
 import { createChainContexts, createStageContext, type Architecture, type WeightSource } from './arch/common.js';
 import { buildExit, exitKey, type ExitSpec } from './exits.js';
-import type { ModelConfig } from './config.js';
+import { MAX_NUM_SPECULATIONS, type ModelConfig } from './config.js';
 
 export interface StageSpec {
   from: number;
@@ -170,8 +170,9 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
   }
   if (spec.propagate && spec.exits?.length) throw new OptionsError('STAGE_EXIT', 'propagate stages have no exits');
   if (spec.chain !== undefined) {
-    if (!Number.isInteger(spec.chain) || spec.chain < 1)
-      throw new OptionsError('STAGE_CHAIN', `chain must be a positive integer, got ${spec.chain}`);
+    // The graph unrolls one pass per draft: bounded like numSpeculations, before the builder sees it.
+    if (!Number.isInteger(spec.chain) || spec.chain < 1 || spec.chain > MAX_NUM_SPECULATIONS)
+      throw new OptionsError('STAGE_CHAIN', `chain must be an integer in 1..${MAX_NUM_SPECULATIONS}, got ${spec.chain}`);
     if (from !== 0 || spec.propagate || spec.exits?.length !== 1 || spec.exits[0].layer !== to) {
       throw new OptionsError('STAGE_CHAIN', 'a chain stage starts at layer 0 and has exactly one exit, at its last layer');
     }

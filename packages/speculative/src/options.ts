@@ -3,7 +3,7 @@
  * the loaded model (exit layer and draft length recorded with the model, EOS ids from generation_config).
  */
 import { LogitsWarper, OptionsError } from '@mexit/core';
-import type { ExitHeadKind, LinearQuantization, ModelRuntime } from '@mexit/model';
+import { MAX_NUM_SPECULATIONS, type ExitHeadKind, type LinearQuantization, type ModelRuntime } from '@mexit/model';
 import { resolveAcdOptions, type ContrastFunction } from './modes/acd.js';
 import { parseConfidenceMeasure, type ConfidenceMeasure } from './modes/calm-confidence.js';
 
@@ -12,6 +12,7 @@ export type DecodingMode = 'self-spec' | 'ar' | 'early-exit' | 'acd' | 'calm';
 export type DrafterKind = 'early-exit' | 'prompt-lookup';
 export const DRAFTERS: readonly DrafterKind[] = ['early-exit', 'prompt-lookup'];
 export const DECODING_MODES: readonly DecodingMode[] = ['self-spec', 'ar', 'early-exit', 'acd', 'calm'];
+const EXIT_HEAD_KINDS: readonly ExitHeadKind[] = ['shared', 'layer-specific', 'cast'];
 
 export interface GenerateOptions {
   /** Default 'self-spec'. */
@@ -26,18 +27,23 @@ export interface GenerateOptions {
    * wins on repetitive text); the full model verifies them, so the output is unchanged either way.
    */
   drafter?: DrafterKind;
-  /** Maximum drafts per round (d ≥ 1). Default: the model's recommendation, else 4. */
+  /**
+   * Maximum drafts per round, 1 ≤ d ≤ MAX_NUM_SPECULATIONS (64). Default: the model's recommendation, else 4.
+   * A round never drafts more than maxNewTokens − 1, so d is cut to that (same tokens, a shorter draft graph).
+   */
   numSpeculations?: number;
-  /** Default 64. */
+  /** Default 64; at most the model's max_position_embeddings (with the prompt: CONTEXT_OVERFLOW past it). */
   maxNewTokens?: number;
   /** Sample instead of greedy decoding. Default false. */
   doSample?: boolean;
+  /** 0 (greedy) or in [1e-6, 1e6]: smaller would overflow logits / T in float32. */
   temperature?: number;
   topK?: number;
   topP?: number;
   minP?: number;
+  /** In [1e-6, 1e6] (the float32 bound of temperature). */
   repetitionPenalty?: number;
-  /** PRNG seed for sampling. Default 0. */
+  /** PRNG seed for sampling (a non-negative safe integer). Default 0. */
   seed?: number;
   /** Generation ends before the first occurrence of any of these strings (matched on the decoded text). */
   stop?: string[];
@@ -131,6 +137,93 @@ export function formatValue(v: unknown): string {
 
 export const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
+/**
+ * How each option's type is checked before any value is used: booleans and numbers by type here (a string
+ * 'false' is truthy, '4' is not 4), the rest by their own rules in resolveOptions. A key not listed is a typo
+ * (OptionsError UNKNOWN_OPTION): a silently ignored maxTokens would generate 64 tokens.
+ */
+const OPTION_KINDS = {
+  mode: 'rule',
+  exitLayer: 'number',
+  exitHead: 'rule',
+  drafter: 'rule',
+  numSpeculations: 'number',
+  maxNewTokens: 'number',
+  doSample: 'boolean',
+  temperature: 'number',
+  topK: 'number',
+  topP: 'number',
+  minP: 'number',
+  repetitionPenalty: 'number',
+  seed: 'number',
+  stop: 'rule',
+  eosTokenIds: 'rule',
+  draftConfidenceThreshold: 'number',
+  adaptiveDraftLength: 'boolean',
+  bonusToken: 'boolean',
+  draftQuantization: 'rule',
+  signal: 'signal',
+  addSpecialTokens: 'boolean',
+  contrastLayers: 'rule',
+  alpha: 'number',
+  minimumCandidates: 'number',
+  contrastFunction: 'function',
+  calmThreshold: 'number',
+  calmConfidence: 'rule',
+  calmMinExitLayer: 'number',
+  calmExitInterval: 'number',
+  calmDecay: 'number',
+} as const satisfies Record<keyof GenerateOptions, 'rule' | 'number' | 'boolean' | 'function' | 'signal'>;
+
+const KIND_NAMES = { number: 'a number', boolean: 'a boolean (true or false)', function: 'a function', signal: 'an AbortSignal' };
+
+/** Range of temperature and repetitionPenalty, [1e-6, 1e6]: beyond it, logits / T (or × penalty) leave float32. */
+const SCALE_MIN = 1e-6;
+const SCALE_MAX = 1e6;
+
+/** Unknown keys (with the nearest known name) and wrong types; `undefined` means "not given". */
+function checkOptionTypes(options: GenerateOptions): void {
+  for (const key of Object.keys(options)) {
+    if (!Object.hasOwn(OPTION_KINDS, key)) throw unknownOption(key);
+    const value: unknown = options[key as keyof GenerateOptions];
+    const kind = OPTION_KINDS[key as keyof GenerateOptions];
+    if (value === undefined || kind === 'rule') continue;
+    const ok =
+      kind === 'signal'
+        ? typeof value === 'object' && value !== null && typeof (value as AbortSignal).aborted === 'boolean'
+        : typeof value === kind;
+    if (!ok) throw bad(key, KIND_NAMES[kind], value);
+  }
+}
+
+function unknownOption(key: string): OptionsError {
+  const norm = (k: string) => k.toLowerCase().replace(/[_-]/g, '');
+  const known = Object.keys(OPTION_KINDS);
+  const a = norm(key);
+  let best = '';
+  let bestDistance = Infinity;
+  // A key far longer than any option name is no typo of one (and a megabyte key must not cost seconds).
+  for (const name of a.length <= 64 ? known : []) {
+    const b = norm(name);
+    const distance = b.startsWith(a) && a.length >= 3 ? 0 : editDistance(a, b);
+    if (distance < bestDistance) [best, bestDistance] = [name, distance];
+  }
+  const hint = bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? `did you mean "${best}"?` : `known options: ${known.join(', ')}`;
+  return new OptionsError('UNKNOWN_OPTION', `unknown option ${formatValue(key)}; ${hint}`);
+}
+
+/** Levenshtein distance of two short names. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++)
+      row.push(Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    previous = row;
+  }
+  return previous[b.length];
+}
+
 /** CALM's default confidence threshold λ. */
 export const DEFAULT_CALM_THRESHOLD = 0.9;
 
@@ -159,12 +252,20 @@ export function defaultExitLayer(runtime: ModelRuntime, exitHead: ExitHeadKind =
 
 /** Validates `options` for `runtime` and fills in defaults. Throws OptionsError naming the option. */
 export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw bad('options', 'an object', options);
+  checkOptionTypes(options);
   const cfg = runtime.config;
   const L = cfg.numLayers;
   const mode = options.mode ?? 'self-spec';
   if (!DECODING_MODES.includes(mode)) throw bad('mode', `one of ${DECODING_MODES.join(', ')}`, mode);
 
   const exitHead = options.exitHead ?? defaultExitHead(runtime);
+  if (!(EXIT_HEAD_KINDS as unknown[]).includes(exitHead)) {
+    throw new OptionsError(
+      'EXIT_HEAD_KIND',
+      `exitHead: unknown exit head kind ${formatValue(exitHead)}; valid: ${EXIT_HEAD_KINDS.join(', ')}`,
+    );
+  }
   const exitLayer = options.exitLayer ?? cfg.recommendedExitLayer ?? defaultExitLayer(runtime, exitHead);
   if (!isInt(exitLayer) || exitLayer <= 0 || exitLayer > L || (mode === 'self-spec' && exitLayer >= L)) {
     throw bad(
@@ -176,12 +277,27 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
   if (mode === 'self-spec' || mode === 'early-exit') runtime.validateExit({ layer: exitLayer, head: exitHead });
 
   const numSpeculations = options.numSpeculations ?? cfg.recommendedNumSpeculations ?? DEFAULT_NUM_SPECULATIONS;
-  if (!isInt(numSpeculations) || numSpeculations < 1) throw bad('numSpeculations', 'an integer ≥ 1', numSpeculations);
+  if (!isInt(numSpeculations) || numSpeculations < 1 || numSpeculations > MAX_NUM_SPECULATIONS) {
+    throw bad('numSpeculations', `an integer in 1..${MAX_NUM_SPECULATIONS}`, numSpeculations);
+  }
   const maxNewTokens = options.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   if (!isInt(maxNewTokens) || maxNewTokens < 1) throw bad('maxNewTokens', 'an integer ≥ 1', maxNewTokens);
+  if (maxNewTokens > cfg.maxPositions) {
+    throw new OptionsError(
+      'CONTEXT_OVERFLOW',
+      `maxNewTokens (${maxNewTokens}) exceeds the context of ${cfg.maxPositions} positions (max_position_embeddings)`,
+    );
+  }
   const seed = options.seed ?? 0;
-  if (!isInt(seed)) throw bad('seed', 'an integer', seed);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw bad('seed', 'a non-negative safe integer', seed);
   const doSample = options.doSample ?? false;
+  for (const name of ['temperature', 'repetitionPenalty'] as const) {
+    const v = options[name];
+    // Negative, NaN and ±Infinity are LogitsWarper's to report; 0 is greedy for temperature (and a bad penalty).
+    if (v !== undefined && v > 0 && !(v >= SCALE_MIN && v <= SCALE_MAX)) {
+      throw bad(name, `${name === 'temperature' ? '0 (greedy) or ' : ''}a number in [1e-6, 1e6]`, v);
+    }
+  }
   // LogitsWarper validates temperature / topK / topP / minP / repetitionPenalty with OptionsError.
   const warper = new LogitsWarper(cfg.vocabSize, {
     temperature: options.temperature,
@@ -191,12 +307,12 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
     repetitionPenalty: options.repetitionPenalty,
   });
   const stop = options.stop ?? [];
-  if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0))
-    throw bad('stop', 'a list of non-empty strings', stop);
+  if (!isListOf(stop, (s) => typeof s === 'string' && s.length > 0)) throw bad('stop', 'a list of non-empty strings', stop);
   if (stop.length && !runtime.tokenizer)
     throw new OptionsError('NO_TOKENIZER', `stop strings need a tokenizer, and ${runtime.dir} has no tokenizer.json`);
   const eos = options.eosTokenIds ?? cfg.eosTokenIds;
-  if (!Array.isArray(eos) || !eos.every((id) => isInt(id) && id >= 0)) throw bad('eosTokenIds', 'a list of non-negative integers', eos);
+  if (!isListOf(eos, (id) => Number.isSafeInteger(id) && (id as number) >= 0))
+    throw bad('eosTokenIds', 'a list of non-negative integers', eos);
   const draftConfidenceThreshold = options.draftConfidenceThreshold ?? 0;
   if (typeof draftConfidenceThreshold !== 'number' || !(draftConfidenceThreshold >= 0 && draftConfidenceThreshold < 1)) {
     throw bad('draftConfidenceThreshold', 'a number in [0, 1)', draftConfidenceThreshold);
@@ -220,7 +336,9 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
     exitLayer,
     exitHead,
     drafter,
-    numSpeculations,
+    // A round drafts at most maxNewTokens − 1 (one token is always the full model's), so a longer d would
+    // only size the chain graph and the stats for drafts that can never run; the tokens are the same.
+    numSpeculations: Math.min(numSpeculations, Math.max(1, maxNewTokens - 1)),
     maxNewTokens,
     doSample,
     warper,
@@ -248,6 +366,13 @@ export function resolveOptions(runtime: ModelRuntime, options: GenerateOptions =
     resolved.calm = { threshold, measure: parseConfidenceMeasure(options.calmConfidence ?? 'softmax'), minExitLayer, exitInterval, decay };
   }
   return resolved;
+}
+
+/** Every element, holes included (`some` / `every` skip holes), passes `ok`. */
+function isListOf(v: unknown, ok: (x: unknown) => boolean): v is unknown[] {
+  if (!Array.isArray(v)) return false;
+  for (let i = 0; i < v.length; i++) if (!ok(v[i])) return false;
+  return true;
 }
 
 function resolveContrast(runtime: ModelRuntime, options: GenerateOptions): NonNullable<ResolvedOptions['contrast']> {

@@ -2,7 +2,7 @@
  * `mexit generate`: one completion in any decoding mode, streamed as tokens are committed (draft-accepted
  * tokens coloured on a terminal), then a stats line on stderr; or one JSON document with --json.
  */
-import { ModelRuntime, type ChatMessage } from '@mexit/model';
+import { MAX_NUM_SPECULATIONS, ModelRuntime, type ChatMessage } from '@mexit/model';
 import {
   CONFIDENCE_MEASURES,
   DECODING_MODES,
@@ -100,7 +100,7 @@ export const GENERATE_FLAGS: readonly FlagSpec[] = [
     type: 'string',
     value: 'd',
     default: `the model's recommendation, else ${DEFAULT_NUM_SPECULATIONS}`,
-    help: 'maximum drafts per self-spec round',
+    help: `maximum drafts per self-spec round, 1..${MAX_NUM_SPECULATIONS}`,
   },
   {
     group: SELF_SPEC,
