@@ -8,6 +8,11 @@
  */
 import { cleanUpTokenizationSpaces, type MexitTokenizer } from './tokenizer.js';
 
+/** Held-back ids (tail decoding to U+FFFD) beyond which releaseHeld() tries to emit all but the last HELD_TAIL. */
+const HELD_MAX = 16;
+/** Ids kept held: at least 3 bytes, enough to complete or break any UTF-8 sequence begun before them. */
+const HELD_TAIL = 4;
+
 /**
  * Whether cleanUp(a + b) === cleanUp(a) + cleanUp(b) for every a ending in `before` and b starting with `after`.
  * Every replacement deletes one space and nothing else, so two adjacent non-space characters stay adjacent
@@ -39,7 +44,9 @@ function lastSafeCleanupCut(text: string): number {
  *  - its tail is U+FFFD: a byte-level token may end mid-character and the next one completes it;
  *  - the last id is a <0xXX> byte-fallback token: transformers turns a whole invalid byte run into U+FFFDs,
  *    so a later byte can still change how the earlier bytes of the run decode.
- * The window slides forward after every emission, so each push costs O(window), not O(sequence).
+ * The window slides forward after every emission, so each push costs O(window), not O(sequence). A model that
+ * keeps emitting invalid bytes would keep the tail at U+FFFD and grow the window without bound (quadratic time),
+ * so past HELD_MAX held ids the text up to the last HELD_TAIL ids is released once it is final (see releaseHeld).
  */
 export class IncrementalDecoder {
   private readonly tok: MexitTokenizer;
@@ -75,13 +82,35 @@ export class IncrementalDecoder {
     this.window.push(id);
     if (this.tok.isByteFallbackTokenId(id)) return '';
     const text = this.decodeRaw(this.window);
-    if (text.length <= this.prefixText.length || text.endsWith('\uFFFD')) return '';
-    const delta = text.slice(this.prefixText.length);
-    // Slide: the new window starts at the old read position, so the next decode keeps some context.
-    this.window = this.window.slice(this.readIndex);
-    this.readIndex = this.window.length;
-    this.prefixText = this.decodeRaw(this.window);
+    if (text.length <= this.prefixText.length) return '';
+    if (text.endsWith('\uFFFD')) return this.releaseHeld(text);
+    return this.slideTo(this.window.length, text);
+  }
+
+  /**
+   * Emit decode(window[0:cut]) beyond what was emitted, then slide: the new window starts at the old read position
+   * (so the next decode keeps some context) and reads on from `cut`.
+   */
+  private slideTo(cut: number, textToCut: string): string {
+    const delta = textToCut.slice(this.prefixText.length);
+    const start = this.readIndex;
+    this.window = this.window.slice(start);
+    this.readIndex = cut - start;
+    this.prefixText = this.decodeRaw(this.readIndex === this.window.length ? this.window : this.window.slice(0, this.readIndex));
     return this.emit(delta);
+  }
+
+  /**
+   * With more than HELD_MAX ids held, release the text before the last HELD_TAIL of them when it is final: its
+   * decode is a prefix of the whole window's, and the cut is not inside a byte-fallback run (a run decodes as a
+   * whole). The tail's bytes settle any UTF-8 sequence started before the cut, so later ids cannot change it.
+   */
+  private releaseHeld(text: string): string {
+    const cut = this.window.length - HELD_TAIL;
+    if (cut - this.readIndex <= HELD_MAX - HELD_TAIL || this.tok.isByteFallbackTokenId(this.window[cut - 1])) return '';
+    const head = this.decodeRaw(this.window.slice(0, cut));
+    if (head.length <= this.prefixText.length || !text.startsWith(head)) return '';
+    return this.slideTo(cut, head);
   }
 
   /** End of stream: returns all text still held back (an unfinished character decodes to U+FFFD) and resets. */

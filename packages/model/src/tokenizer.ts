@@ -8,8 +8,20 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
+import type { Template } from '@huggingface/jinja';
 import { TokenizerError } from '@mexit/core';
+import {
+  type ChatTemplateLimits,
+  MAX_CHAT_TEMPLATES,
+  checkChatTemplateSource,
+  compileChatTemplate,
+  renderChatTemplate,
+  resolveChatTemplateLimits,
+} from './chat-template.js';
+import { TOKENIZER_JSON_LIMITS, checkTokenizerJson } from './tokenizer-json.js';
+
+export { CHAT_TEMPLATE_LIMITS, MAX_CHAT_TEMPLATE_CHARS, type ChatTemplateLimits } from './chat-template.js';
+export { TOKENIZER_JSON_LIMITS } from './tokenizer-json.js';
 
 /** One chat turn. Extra fields (e.g. `name`, `tool_calls`) are passed through to the template untouched. */
 export interface ChatMessage {
@@ -40,6 +52,8 @@ export interface ChatTemplateOptions {
   templateName?: string;
   /** Extra template variables (e.g. `tools`, `documents`, `date_string`). */
   context?: Record<string, unknown>;
+  /** Raise (or lower) the rendering limits of CHAT_TEMPLATE_LIMITS for this call. */
+  limits?: Partial<ChatTemplateLimits>;
 }
 
 /** Model types the underlying library implements. */
@@ -132,28 +146,48 @@ interface LibDecoder {
   decode_chain: (tokens: string[]) => string[];
 }
 
-function hasByteFallback(decoder: LibDecoder | null | undefined): boolean {
-  if (decoder == null) return false;
-  if (decoder.config?.type === 'ByteFallback') return true;
-  return (decoder.decoders ?? []).some(hasByteFallback);
+/** The ByteFallback steps anywhere in the decoder tree (walked with a stack: the nesting comes from the file). */
+function byteFallbackDecoders(root: LibDecoder | null | undefined): LibDecoder[] {
+  const found: LibDecoder[] = [];
+  const stack = root == null ? [] : [root];
+  while (stack.length > 0) {
+    const decoder = stack.pop()!;
+    if (decoder.config?.type === 'ByteFallback') found.push(decoder);
+    else if (decoder.config?.type === 'Sequence') for (const child of decoder.decoders ?? []) if (child != null) stack.push(child);
+  }
+  return found;
 }
 
-/** Swap in the Rust-faithful ByteFallback behaviour anywhere in the decoder tree. */
-function patchByteFallback(decoder: LibDecoder | null | undefined): void {
-  if (decoder == null) return;
-  if (decoder.config?.type === 'ByteFallback') decoder.decode_chain = byteFallbackChainLikeRust;
-  else if (decoder.config?.type === 'Sequence') for (const child of decoder.decoders ?? []) patchByteFallback(child);
+/** The library's Unigram model spreads each word's pieces into push(), which overflows the stack on a long word. */
+function patchUnigramEncode(inner: Tokenizer): void {
+  const model = (inner as unknown as { model: { tokenize?: (word: string) => string[]; encode: (words: string[]) => string[] } }).model;
+  const tokenize = model.tokenize;
+  if (typeof tokenize !== 'function') return;
+  model.encode = (words) => {
+    const pieces: string[] = [];
+    for (const word of words) for (const piece of tokenize.call(model, word)) pieces.push(piece);
+    return pieces;
+  };
 }
 
-/** Id of `token` in the model's own vocabulary (BPE/WordPiece: object, Unigram: list of [piece, score]). */
-function modelVocabId(model: JsonObject, token: string): number | undefined {
+/**
+ * Lookup of a token's id in the model's own vocabulary (BPE/WordPiece: object, Unigram: list of [piece, score],
+ * indexed on first use so that many lookups stay linear).
+ */
+function modelVocabLookup(model: JsonObject): (token: string) => number | undefined {
   const vocab = model.vocab;
   if (Array.isArray(vocab)) {
-    const index = vocab.findIndex((entry) => Array.isArray(entry) && entry[0] === token);
-    return index < 0 ? undefined : index;
+    let index: Map<string, number> | undefined;
+    return (token) => {
+      if (index === undefined) {
+        index = new Map();
+        for (let i = vocab.length - 1; i >= 0; i--) index.set((vocab[i] as unknown[])[0] as string, i);
+      }
+      return index.get(token);
+    };
   }
-  if (isObject(vocab) && Object.hasOwn(vocab, token) && Number.isInteger(vocab[token])) return vocab[token] as number;
-  return undefined;
+  return (token) =>
+    isObject(vocab) && Object.hasOwn(vocab, token) && Number.isInteger(vocab[token]) ? (vocab[token] as number) : undefined;
 }
 
 function readJsonFile(path: string, code: string, what: string): unknown {
@@ -238,7 +272,7 @@ export class MexitTokenizer {
       if (added.special === true) this.specialIds.add(added.id as number);
     }
     this.byteFallbackIds = new Set<number>();
-    if (hasByteFallback(inner.decoder as unknown as LibDecoder | null)) {
+    if (byteFallbackDecoders(inner.decoder as unknown as LibDecoder | null).length > 0) {
       for (let byte = 0; byte < 256; byte++) {
         const hex = byte.toString(16).padStart(2, '0');
         for (const token of [`<0x${hex.toUpperCase()}>`, `<0x${hex}>`]) {
@@ -352,6 +386,14 @@ export class MexitTokenizer {
     if (!isObject(tokenizerConfig)) {
       throw new TokenizerError('TOKENIZER_CONFIG', `${sources.tokenizerConfig} must hold a JSON object`);
     }
+    checkTokenizerJson(tokenizerJson, sources.tokenizerJson);
+    const additional = tokenizerConfig.additional_special_tokens;
+    if (Array.isArray(additional) && additional.length > TOKENIZER_JSON_LIMITS.maxAddedTokens) {
+      throw new TokenizerError(
+        'TOKENIZER_CONFIG',
+        `${sources.tokenizerConfig}: additional_special_tokens has ${additional.length} entries, more than the limit of ${TOKENIZER_JSON_LIMITS.maxAddedTokens}`,
+      );
+    }
 
     // transformers registers the config's special tokens as special added tokens when tokenizer.json does not
     // list them; mirror that for those already in the model vocabulary (so they are matched whole when encoding
@@ -359,11 +401,11 @@ export class MexitTokenizer {
     const augmentedAdded = [...(addedTokens as JsonObject[])];
     const listed = new Set(augmentedAdded.map((t) => t.content as string));
     const configSpecials = SPECIAL_TOKEN_KEYS.map((key) => tokenString(tokenizerConfig[key]));
-    const additional = tokenizerConfig.additional_special_tokens;
-    if (Array.isArray(additional)) configSpecials.push(...additional.map(tokenString));
+    if (Array.isArray(additional)) for (const token of additional) configSpecials.push(tokenString(token));
+    const modelVocabId = modelVocabLookup(model);
     for (const content of configSpecials) {
       if (content === undefined || listed.has(content)) continue;
-      const id = modelVocabId(model, content);
+      const id = modelVocabId(content);
       if (id === undefined) continue;
       augmentedAdded.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
       listed.add(content);
@@ -392,10 +434,15 @@ export class MexitTokenizer {
       inner = new Tokenizer(normalizedJson, libConfig);
     } catch (err) {
       const message = errorText(err);
-      const code = /^Unknown /.test(message) ? 'TOKENIZER_UNSUPPORTED' : 'TOKENIZER_JSON';
+      let code = 'TOKENIZER_JSON';
+      if (/^Unknown /.test(message)) code = 'TOKENIZER_UNSUPPORTED';
+      else if (/regular expression/i.test(message)) code = 'TOKENIZER_REGEX';
       throw new TokenizerError(code, `${sources.tokenizerJson}: cannot build tokenizer: ${message}`, { cause: err });
     }
-    patchByteFallback(inner.decoder as unknown as LibDecoder | null);
+    // Swap in the Rust-faithful ByteFallback behaviour anywhere in the decoder tree.
+    const libDecoder = inner.decoder as unknown as LibDecoder | null;
+    for (const decoder of byteFallbackDecoders(libDecoder)) decoder.decode_chain = byteFallbackChainLikeRust;
+    if (modelType === 'Unigram') patchUnigramEncode(inner);
     const chatTemplate = options.chatTemplate !== undefined ? options.chatTemplate : tokenizerConfig.chat_template;
     return new MexitTokenizer(inner, normalizedJson, tokenizerConfig, chatTemplate, sources);
   }
@@ -404,14 +451,22 @@ export class MexitTokenizer {
     const templates = new Map<string, string>();
     if (value === undefined || value === null) return templates;
     if (typeof value === 'string') {
+      checkChatTemplateSource(value, `${source}: chat_template`);
       templates.set('default', value);
       return templates;
     }
     if (Array.isArray(value)) {
+      if (value.length > MAX_CHAT_TEMPLATES) {
+        throw new TokenizerError(
+          'CHAT_TEMPLATE_LIMIT',
+          `${source}: chat_template lists ${value.length} templates, more than the limit of ${MAX_CHAT_TEMPLATES}`,
+        );
+      }
       for (const entry of value) {
         if (!isObject(entry) || typeof entry.name !== 'string' || typeof entry.template !== 'string') {
           throw new TokenizerError('TOKENIZER_CONFIG', `${source}: chat_template list entries must be {name, template} strings`);
         }
+        checkChatTemplateSource(entry.template, `${source}: chat_template ${JSON.stringify(entry.name.slice(0, 100))}`);
         templates.set(entry.name, entry.template);
       }
       return templates;
@@ -439,6 +494,14 @@ export class MexitTokenizer {
       ids = this.inner.encode(text, { add_special_tokens: libAddsSpecials }).ids;
     } catch (err) {
       throw new TokenizerError('TOKENIZER_ENCODE', `${this.sources.tokenizerJson}: cannot encode text: ${errorText(err)}`, { cause: err });
+    }
+    // A piece the vocabulary cannot spell comes back without an id when the model has no unk token.
+    const missing = ids.findIndex((id) => !Number.isInteger(id));
+    if (missing >= 0) {
+      throw new TokenizerError(
+        'TOKENIZER_ENCODE',
+        `${this.sources.tokenizerJson}: token ${missing} of the text is not in the vocabulary and the model has no unk_token`,
+      );
     }
     if (addSpecialTokens && this.flagWrap !== null) {
       if (this.flagWrap.bos !== undefined) ids.unshift(this.flagWrap.bos);
@@ -499,7 +562,8 @@ export class MexitTokenizer {
   /**
    * Render the chat template (tokenizer_config `chat_template`) with transformers' variables: messages,
    * add_generation_prompt, bos/eos/unk/pad_token. TokenizerError NO_CHAT_TEMPLATE when there is none,
-   * CHAT_TEMPLATE when the template fails to parse or render (including its own raise_exception()).
+   * CHAT_TEMPLATE when the template fails to parse or render (including its own raise_exception()),
+   * CHAT_TEMPLATE_LIMIT when it outgrows a limit of CHAT_TEMPLATE_LIMITS (options.limits overrides them).
    */
   applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
     const name = options.templateName ?? 'default';
@@ -516,17 +580,11 @@ export class MexitTokenizer {
     if (!Array.isArray(messages)) {
       throw new TokenizerError('CHAT_TEMPLATE', 'applyChatTemplate() expects an array of {role, content} messages');
     }
+    const limits = resolveChatTemplateLimits(options.limits);
+    const where = `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig}`;
     let template = this.compiledTemplates.get(name);
     if (template === undefined) {
-      try {
-        template = new Template(source);
-      } catch (err) {
-        throw new TokenizerError(
-          'CHAT_TEMPLATE',
-          `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig} does not parse: ${errorText(err)}`,
-          { cause: err },
-        );
-      }
+      template = compileChatTemplate(source, where);
       this.compiledTemplates.set(name, template);
     }
     const variables: Record<string, unknown> = { ...options.context };
@@ -539,15 +597,7 @@ export class MexitTokenizer {
     for (const [key, value] of specials) if (value !== undefined) variables[key] = value;
     variables.messages = messages;
     variables.add_generation_prompt = options.addGenerationPrompt ?? true;
-    try {
-      return template.render(variables);
-    } catch (err) {
-      throw new TokenizerError(
-        'CHAT_TEMPLATE',
-        `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig} failed to render: ${errorText(err)}`,
-        { cause: err },
-      );
-    }
+    return renderChatTemplate(template, variables, where, limits);
   }
 
   /**
