@@ -5,6 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CheckpointError } from './errors.js';
+import { FILE_SIZE_LIMITS, fileKind, readJsonFile } from './files.js';
+import { formatValue } from './pickle.js';
 import { openSafetensors } from './safetensors.js';
 import type { Tensor, TensorInfo, TensorMap } from './tensor.js';
 import { openTorchCheckpoint } from './torch-pickle.js';
@@ -22,12 +24,7 @@ export const CHECKPOINT_FILES: readonly string[] = Object.freeze([
  * CheckpointError CHECKPOINT_MISSING lists the names looked for when the directory has none of them.
  */
 export function openCheckpoint(dir: string): TensorMap {
-  let stat: fs.Stats | undefined;
-  try {
-    stat = fs.statSync(dir);
-  } catch {
-    stat = undefined;
-  }
+  const stat = statOrUndefined(dir);
   if (stat?.isFile()) return openWeightsFile(dir);
   if (stat?.isDirectory()) {
     for (const name of CHECKPOINT_FILES) {
@@ -35,10 +32,21 @@ export function openCheckpoint(dir: string): TensorMap {
       if (fs.existsSync(file)) return openWeightsFile(file);
     }
   }
+  if (stat && !stat.isDirectory()) {
+    throw new CheckpointError('CHECKPOINT_IO', `${dir}: expected a model directory or weights file, but it is ${fileKind(stat)}`);
+  }
   throw new CheckpointError(
     'CHECKPOINT_MISSING',
     `${dir}: no model weights found ${stat ? 'in this directory' : '(no such directory)'}; looked for ${CHECKPOINT_FILES.join(', ')}`,
   );
+}
+
+function statOrUndefined(file: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(file);
+  } catch {
+    return undefined;
+  }
 }
 
 function openWeightsFile(file: string): TensorMap {
@@ -52,12 +60,12 @@ function openWeightsFile(file: string): TensorMap {
  * (CHECKPOINT_SHARD_MISSING otherwise); shards are opened on first use.
  */
 export function openShardedCheckpoint(indexFile: string): TensorMap {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
-  } catch (err) {
-    throw new CheckpointError('CHECKPOINT_INDEX', `${indexFile}: cannot read index JSON (${(err as Error).message})`, { cause: err });
-  }
+  const parsed = readJsonFile(indexFile, {
+    what: 'checkpoint index',
+    maxBytes: FILE_SIZE_LIMITS.checkpointIndex,
+    missingCode: 'CHECKPOINT_INDEX',
+    jsonCode: 'CHECKPOINT_INDEX',
+  });
   const weightMap = (parsed as { weight_map?: unknown } | null)?.weight_map;
   if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap)) {
     throw new CheckpointError('CHECKPOINT_INDEX', `${indexFile}: index has no "weight_map" object`);
@@ -65,27 +73,37 @@ export function openShardedCheckpoint(indexFile: string): TensorMap {
   const dir = path.dirname(indexFile);
   const shardOf = new Map<string, string>();
   const checked = new Set<string>();
-  for (const [name, shard] of Object.entries(weightMap as Record<string, unknown>)) {
+  const map = weightMap as Record<string, unknown>;
+  // for...in and one check per distinct shard: an index may list a million tensors
+  for (const name in map) {
+    if (!Object.hasOwn(map, name)) continue;
+    const shard = map[name];
+    if (typeof shard === 'string' && checked.has(shard)) {
+      shardOf.set(name, shard);
+      continue;
+    }
     if (typeof shard !== 'string' || shard === '' || shard !== path.basename(shard) || shard === '..' || shard === '.') {
       // a shard must sit next to the index; anything with a path could point anywhere on disk
       throw new CheckpointError(
         'CHECKPOINT_INDEX',
-        `${indexFile}: tensor '${name}' maps to ${JSON.stringify(shard)}, not a file name in ${dir}`,
+        `${indexFile}: tensor ${formatValue(name)} maps to ${formatValue(shard)}, not a file name in ${dir}`,
       );
     }
     if (shard.endsWith('.index.json')) {
-      throw new CheckpointError('CHECKPOINT_INDEX', `${indexFile}: tensor '${name}' maps to another index file '${shard}'`);
+      throw new CheckpointError(
+        'CHECKPOINT_INDEX',
+        `${indexFile}: tensor ${formatValue(name)} maps to another index file ${formatValue(shard)}`,
+      );
     }
-    if (!checked.has(shard)) {
-      const shardPath = path.join(dir, shard);
-      if (!fs.existsSync(shardPath) || !fs.statSync(shardPath).isFile()) {
-        throw new CheckpointError(
-          'CHECKPOINT_SHARD_MISSING',
-          `${indexFile}: shard file '${shard}' (holding '${name}') does not exist in ${dir}`,
-        );
-      }
-      checked.add(shard);
+    const shardStat = statOrUndefined(path.join(dir, shard));
+    if (!shardStat?.isFile()) {
+      throw new CheckpointError(
+        'CHECKPOINT_SHARD_MISSING',
+        `${indexFile}: shard file ${formatValue(shard)} (holding ${formatValue(name)}) ` +
+          `${shardStat ? `is ${fileKind(shardStat)}, not a regular file,` : 'does not exist'} in ${dir}`,
+      );
     }
+    checked.add(shard);
     shardOf.set(name, shard);
   }
   return new ShardedTensorMap(indexFile, dir, shardOf);

@@ -1,9 +1,11 @@
 export * from './errors.js';
+export * from './files.js';
 export * from './numerics.js';
 export * from './sampling.js';
 export * from './kv-cache.js';
 export * from './tensor.js';
 export * from './safetensors.js';
 export * from './torch-pickle.js';
+export { PICKLE_LIMITS, formatValue } from './pickle.js';
 export * from './checkpoint.js';
 export * from './msgpack-store.js';

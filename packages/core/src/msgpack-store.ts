@@ -15,6 +15,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { MexitError } from './errors.js';
+import { readRegularFile } from './files.js';
 
 const packr = new Packr({ moreTypes: true });
 
@@ -34,12 +35,13 @@ export function unpackMsgpack<T = unknown>(buf: Uint8Array): T {
 
 /** Reads and decodes a MessagePack file; MexitError MSGPACK_MISSING / MSGPACK_INVALID name the file. */
 export function readMsgpackFile<T = unknown>(file: string): T {
-  let bytes: Uint8Array;
-  try {
-    bytes = fs.readFileSync(file);
-  } catch (err) {
-    throw new MexitError('MSGPACK_MISSING', `${file}: cannot read MessagePack file (${(err as Error).message})`, { cause: err });
-  }
+  // a regular file (a FIFO or device in the cache folder must not hang or exhaust memory); 2 GiB is readFileSync's own limit
+  const bytes = readRegularFile(file, {
+    what: 'MessagePack file',
+    maxBytes: 2 ** 31 - 1,
+    error: MexitError,
+    missingCode: 'MSGPACK_MISSING',
+  });
   try {
     return packr.unpack(bytes) as T;
   } catch (err) {

@@ -3,6 +3,10 @@
  * calls anything itself: GLOBAL/STACK_GLOBAL only name an object, and only names on the caller's
  * allow-list are accepted (anything else throws PICKLE_FORBIDDEN_GLOBAL as soon as the opcode is read).
  * REDUCE and BINPERSID are handed to the caller's hooks, which decide what an allowed global means.
+ * What a pickle may build is bounded (PICKLE_LIMITS): nesting depth, memo entries, and objects counted as
+ * if every shared reference were copied, so a memo/DUP DAG that would expand exponentially is refused
+ * (PICKLE_TOO_DEEP / PICKLE_TOO_LARGE) instead of reaching code that walks it. A list or dict cannot be
+ * changed once it sits inside another object, which keeps those counts exact and rules out cycles.
  */
 import { CheckpointError } from './errors.js';
 
@@ -36,6 +40,25 @@ export interface UnpickleHooks {
 }
 
 const MAX_LONG_BYTES = 64;
+
+/** What one pickle may build. Honest torch state dicts stay far below each (depth ~5, ~20 objects per tensor). */
+export const PICKLE_LIMITS = Object.freeze({
+  /** nesting depth of tuples, lists and dicts (also of MARKs) */
+  maxDepth: 1000,
+  /** values pushed, and the size of any one value counting a shared object once per reference */
+  maxObjects: 1 << 22,
+  /** memo entries */
+  maxMemo: 1 << 20,
+});
+
+/** Size and nesting depth of a container, as if shared children were copies; `placed` once it is inside another. */
+interface Extent {
+  size: number;
+  depth: number;
+  placed: boolean;
+}
+
+const LEAF: Readonly<Extent> = Object.freeze({ size: 1, depth: 0, placed: false });
 
 // opcodes (pickletools names)
 const OP = {
@@ -95,6 +118,8 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
   const stack: unknown[] = [];
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
+  const extents = new WeakMap<object, Extent>();
+  let pushed = 0;
   let pos = 0;
   let opStart = 0;
 
@@ -133,6 +158,40 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
     }
     return stack.pop();
   };
+  const push = (value: unknown): void => {
+    if (++pushed > PICKLE_LIMITS.maxObjects) throw fail('PICKLE_TOO_LARGE', `builds more than ${PICKLE_LIMITS.maxObjects} objects`);
+    stack.push(value);
+  };
+  // containers are tracked lazily: EMPTY_* and hook results get their extent on first use
+  const extentOf = (value: unknown): Extent => {
+    if (!Array.isArray(value) && !(value instanceof PickleDict)) return LEAF;
+    let extent = extents.get(value);
+    if (!extent) {
+      extent = { size: 1, depth: 1, placed: false };
+      extents.set(value, extent);
+    }
+    return extent;
+  };
+  const checkExtent = (size: number, depth: number): void => {
+    if (depth > PICKLE_LIMITS.maxDepth) throw fail('PICKLE_TOO_DEEP', `nests containers deeper than ${PICKLE_LIMITS.maxDepth} levels`);
+    if (size > PICKLE_LIMITS.maxObjects) {
+      throw fail('PICKLE_TOO_LARGE', `builds a value of more than ${PICKLE_LIMITS.maxObjects} objects (counting shared references)`);
+    }
+  };
+  /** Accounts for `items` being put inside `container` (new tuple or a list/dict being filled). */
+  const place = (container: object, extent: Extent, items: readonly unknown[]): void => {
+    let { size, depth } = extent;
+    for (const item of items) {
+      if (item === container) throw fail('PICKLE_INVALID', 'a list or dict cannot contain itself (recursive structures are not supported)');
+      const child = extentOf(item);
+      if (child !== LEAF) child.placed = true;
+      size += child.size;
+      if (child.depth >= depth) depth = child.depth + 1;
+      checkExtent(size, depth);
+    }
+    extent.size = size;
+    extent.depth = depth;
+  };
   const top = (): unknown => {
     if (stack.length === 0) throw fail('PICKLE_INVALID', 'stack underflow');
     return stack[stack.length - 1];
@@ -142,13 +201,25 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
     if (mark === undefined) throw fail('PICKLE_INVALID', 'no MARK on the stack');
     return stack.splice(mark);
   };
-  const tuple = (items: unknown[]): PickleTuple => Object.freeze(items);
+  const tuple = (items: unknown[]): PickleTuple => {
+    const value = Object.freeze(items);
+    place(value, extentOf(value), items);
+    return value;
+  };
+  /** APPEND(S)/SETITEM(S) target: only a list or dict not yet inside anything (so no count above it goes stale). */
+  const fillable = (target: object): Extent => {
+    const extent = extentOf(target);
+    if (extent.placed) {
+      throw fail('PICKLE_INVALID', 'fills a list or dict that is already inside another object (recursive structures are not supported)');
+    }
+    return extent;
+  };
   const global = (module: string, name: string): PickleGlobal => {
     const qualified = `${module}.${name}`;
     if (!hooks.allowedGlobals.has(qualified)) {
       throw fail(
         'PICKLE_FORBIDDEN_GLOBAL',
-        `references forbidden global '${qualified}'; only tensor-rebuilding globals are allowed, nothing was executed`,
+        `references forbidden global ${formatValue(qualified)}; only tensor-rebuilding globals are allowed, nothing was executed`,
       );
     }
     return new PickleGlobal(module, name);
@@ -157,13 +228,21 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
     if (!memo.has(index)) throw fail('PICKLE_INVALID', `memo entry ${index} was never stored`);
     return memo.get(index);
   };
+  const memoPut = (index: number): void => {
+    if (memo.size >= PICKLE_LIMITS.maxMemo && !memo.has(index)) {
+      throw fail('PICKLE_TOO_LARGE', `stores more than ${PICKLE_LIMITS.maxMemo} memo entries`);
+    }
+    memo.set(index, top());
+  };
   const setItems = (dict: unknown, items: unknown[]): void => {
     if (!(dict instanceof PickleDict)) throw fail('PICKLE_INVALID', 'SETITEM(S) target is not a dict');
     if (items.length % 2 !== 0) throw fail('PICKLE_INVALID', 'SETITEMS needs key/value pairs');
+    place(dict, fillable(dict), items);
     for (let i = 0; i < items.length; i += 2) dict.map.set(items[i], items[i + 1]);
   };
   const appendItems = (list: unknown, items: unknown[]): void => {
     if (!Array.isArray(list) || Object.isFrozen(list)) throw fail('PICKLE_INVALID', 'APPEND(S) target is not a list');
+    place(list, fillable(list), items);
     for (const item of items) list.push(item);
   };
   const signedLE = (at: number, n: number): number | bigint => {
@@ -191,6 +270,8 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
         if (stack.length !== 1 || marks.length !== 0) throw fail('PICKLE_INVALID', `STOP with ${stack.length} items on the stack`);
         return stack[0];
       case OP.MARK:
+        if (marks.length >= PICKLE_LIMITS.maxDepth)
+          throw fail('PICKLE_TOO_DEEP', `nests MARKs deeper than ${PICKLE_LIMITS.maxDepth} levels`);
         marks.push(stack.length);
         break;
       case OP.POP:
@@ -200,81 +281,81 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
         popMark();
         break;
       case OP.DUP:
-        stack.push(top());
+        push(top());
         break;
       case OP.NONE:
-        stack.push(null);
+        push(null);
         break;
       case OP.NEWTRUE:
-        stack.push(true);
+        push(true);
         break;
       case OP.NEWFALSE:
-        stack.push(false);
+        push(false);
         break;
       case OP.BININT:
-        stack.push(view.getInt32(need(4), true));
+        push(view.getInt32(need(4), true));
         break;
       case OP.BININT1:
-        stack.push(bytes[need(1)]);
+        push(bytes[need(1)]);
         break;
       case OP.BININT2:
-        stack.push(view.getUint16(need(2), true));
+        push(view.getUint16(need(2), true));
         break;
       case OP.LONG1:
       case OP.LONG4: {
         const n = op === OP.LONG1 ? bytes[need(1)] : view.getUint32(need(4), true);
         if (n > MAX_LONG_BYTES) throw fail('PICKLE_INVALID', `${n}-byte integer is too large`);
-        stack.push(signedLE(need(n), n));
+        push(signedLE(need(n), n));
         break;
       }
       case OP.BINFLOAT:
-        stack.push(view.getFloat64(need(8), false)); // big-endian, unlike everything else
+        push(view.getFloat64(need(8), false)); // big-endian, unlike everything else
         break;
       case OP.BINUNICODE:
-        stack.push(text(view.getUint32(need(4), true)));
+        push(text(view.getUint32(need(4), true)));
         break;
       case OP.SHORT_BINUNICODE:
-        stack.push(text(bytes[need(1)]));
+        push(text(bytes[need(1)]));
         break;
       case OP.BINUNICODE8:
-        stack.push(text(u64()));
+        push(text(u64()));
         break;
       case OP.BINBYTES:
       case OP.SHORT_BINBYTES:
       case OP.BINBYTES8: {
         const n = op === OP.SHORT_BINBYTES ? bytes[need(1)] : op === OP.BINBYTES ? view.getUint32(need(4), true) : u64();
         const at = need(n);
-        stack.push(bytes.slice(at, at + n));
+        push(bytes.slice(at, at + n));
         break;
       }
       case OP.EMPTY_DICT:
-        stack.push(new PickleDict());
+        push(new PickleDict());
         break;
       case OP.EMPTY_LIST:
-        stack.push([]);
+        push([]);
         break;
       case OP.EMPTY_TUPLE:
-        stack.push(tuple([]));
+        push(tuple([]));
         break;
       case OP.TUPLE:
-        stack.push(tuple(popMark()));
+        push(tuple(popMark()));
         break;
       case OP.TUPLE1: {
         const a = pop();
-        stack.push(tuple([a]));
+        push(tuple([a]));
         break;
       }
       case OP.TUPLE2: {
         const b = pop();
         const a = pop();
-        stack.push(tuple([a, b]));
+        push(tuple([a, b]));
         break;
       }
       case OP.TUPLE3: {
         const c = pop();
         const b = pop();
         const a = pop();
-        stack.push(tuple([a, b, c]));
+        push(tuple([a, b, c]));
         break;
       }
       case OP.SETITEM: {
@@ -299,31 +380,31 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
         break;
       }
       case OP.BINPUT:
-        memo.set(bytes[need(1)], top());
+        memoPut(bytes[need(1)]);
         break;
       case OP.LONG_BINPUT:
-        memo.set(view.getUint32(need(4), true), top());
+        memoPut(view.getUint32(need(4), true));
         break;
       case OP.MEMOIZE:
-        memo.set(memo.size, top());
+        memoPut(memo.size);
         break;
       case OP.BINGET:
-        stack.push(memoGet(bytes[need(1)]));
+        push(memoGet(bytes[need(1)]));
         break;
       case OP.LONG_BINGET:
-        stack.push(memoGet(view.getUint32(need(4), true)));
+        push(memoGet(view.getUint32(need(4), true)));
         break;
       case OP.GLOBAL: {
         const module = line();
         const name = line();
-        stack.push(global(module, name));
+        push(global(module, name));
         break;
       }
       case OP.STACK_GLOBAL: {
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') throw fail('PICKLE_INVALID', 'STACK_GLOBAL needs two strings');
-        stack.push(global(module, name));
+        push(global(module, name));
         break;
       }
       case OP.REDUCE: {
@@ -332,7 +413,7 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
         if (!(callable instanceof PickleGlobal)) throw fail('PICKLE_INVALID', 'REDUCE on something that is not a global');
         if (!Array.isArray(args) || !Object.isFrozen(args))
           throw fail('PICKLE_INVALID', `REDUCE arguments for ${callable.qualifiedName} are not a tuple`);
-        stack.push(hooks.reduce(callable, args, opStart));
+        push(hooks.reduce(callable, args, opStart));
         break;
       }
       case OP.BUILD:
@@ -342,7 +423,7 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
         top();
         break;
       case OP.BINPERSID:
-        stack.push(hooks.persistentLoad(pop(), opStart));
+        push(hooks.persistentLoad(pop(), opStart));
         break;
       default:
         throw fail(
@@ -351,4 +432,104 @@ export function unpickle(bytes: Uint8Array, hooks: UnpickleHooks, file: string):
         );
     }
   }
+}
+
+const FORMAT_MAX_DEPTH = 4;
+const FORMAT_MAX_ITEMS = 8;
+
+/**
+ * A short, Python-like rendering of any unpickled (or JSON-parsed) value for error messages: at most
+ * `maxLength` characters, containers cut to their first few items and a few levels, cycles shown as
+ * `<cycle>`, BigInt and typed arrays handled. It never throws and its work is bounded whatever the value.
+ */
+export function formatValue(value: unknown, maxLength = 120): string {
+  const parts: string[] = [];
+  let length = 0;
+  const ancestors = new Set<object>();
+  const emit = (s: string): void => {
+    parts.push(s.length > maxLength ? s.slice(0, maxLength) : s);
+    length += s.length;
+  };
+  // `count` undefined: not known without walking everything (a plain object)
+  const items = (open: string, close: string, count: number | undefined, each: Iterable<unknown>, show: (v: unknown) => void): void => {
+    emit(open);
+    let shown = 0;
+    for (const item of each) {
+      if (shown === FORMAT_MAX_ITEMS || length > maxLength) {
+        emit(`${shown > 0 ? ', ' : ''}…${count === undefined ? '' : ` ${count - shown} more`}`);
+        break;
+      }
+      if (shown > 0) emit(', ');
+      show(item);
+      shown++;
+    }
+    emit(close);
+  };
+  const visit = (v: unknown, depth: number): void => {
+    if (length > maxLength) return;
+    const leaf = leafText(v, maxLength);
+    if (leaf !== undefined) {
+      emit(leaf);
+      return;
+    }
+    const obj = v as object;
+    const isArray = Array.isArray(obj);
+    if (ancestors.has(obj)) emit('<cycle>');
+    else if (depth >= FORMAT_MAX_DEPTH) emit(isArray ? (Object.isFrozen(obj) ? '(…)' : '[…]') : '{…}');
+    else {
+      ancestors.add(obj);
+      const entry = (kv: unknown): void => {
+        const [k, val] = kv as [unknown, unknown];
+        visit(k, depth + 1);
+        emit(': ');
+        visit(val, depth + 1);
+      };
+      if (isArray) {
+        const arr = obj as unknown[];
+        const [open, close] = Object.isFrozen(arr) ? ['(', ')'] : ['[', ']'];
+        items(open, close, arr.length, arr, (item) => visit(item, depth + 1));
+      } else if (obj instanceof PickleDict) {
+        items('{', '}', obj.map.size, obj.map, entry);
+      } else {
+        items('{', '}', undefined, plainEntries(obj as Record<string, unknown>), entry);
+      }
+      ancestors.delete(obj);
+    }
+  };
+  try {
+    visit(value, 0);
+  } catch {
+    return '<unprintable value>';
+  }
+  const text = parts.join('');
+  return text.length > maxLength ? `${text.slice(0, maxLength - 1)}…` : text;
+}
+
+/** formatValue of anything but a list, tuple, dict or plain object (those return undefined). */
+function leafText(v: unknown, maxLength: number): string | undefined {
+  if (v === null || v === undefined) return 'None';
+  switch (typeof v) {
+    case 'boolean':
+      return v ? 'True' : 'False';
+    case 'number':
+    case 'bigint':
+      return String(v);
+    case 'string': {
+      const cut = v.length > maxLength;
+      return `'${JSON.stringify(cut ? v.slice(0, maxLength) : v).slice(1, -1)}${cut ? '…' : ''}'`;
+    }
+    case 'object':
+      break;
+    default:
+      return `<${typeof v}>`;
+  }
+  if (v instanceof PickleGlobal) return `${v.module.slice(0, maxLength)}.${v.name.slice(0, maxLength)}`;
+  if (ArrayBuffer.isView(v)) return `<${v.constructor.name} of ${v.byteLength} bytes>`;
+  if (Array.isArray(v) || v instanceof PickleDict || Object.getPrototypeOf(v) === Object.prototype) return undefined;
+  return `<${v.constructor?.name ?? 'object'}>`;
+}
+
+/** A plain object's own entries, lazily (Object.entries would copy a million-key object). */
+function* plainEntries(obj: Record<string, unknown>): Generator<[string, unknown]> {
+  for (const key in obj) if (Object.hasOwn(obj, key)) yield [key, obj[key]];
 }

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CheckpointError } from './errors.js';
+import { formatValue } from './pickle.js';
 import {
   DTYPE_BYTES,
   type DType,
@@ -127,7 +128,10 @@ export function parseSafetensorsHeader(
       }
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof v !== 'string') {
-          throw new CheckpointError('SAFETENSORS_METADATA', `${file}: __metadata__['${k}'] must be a string, got ${describe(v)}`);
+          throw new CheckpointError(
+            'SAFETENSORS_METADATA',
+            `${file}: __metadata__[${formatValue(k)}] must be a string, got ${describe(v)}`,
+          );
         }
         metadata[k] = v;
       }
@@ -144,7 +148,7 @@ export function parseSafetensorsHeader(
       const b = ranges[i];
       throw new CheckpointError(
         'SAFETENSORS_OVERLAP',
-        `${file}: tensor '${b.name}' [${b.begin}, ${b.end}) overlaps tensor '${a.name}' [${a.begin}, ${a.end})`,
+        `${file}: tensor ${formatValue(b.name)} [${b.begin}, ${b.end}) overlaps tensor ${formatValue(a.name)} [${a.begin}, ${a.end})`,
       );
     }
   }
@@ -158,12 +162,12 @@ export function parseSafetensorsHeader(
         throw new CheckpointError(
           'SAFETENSORS_TRUNCATED',
           `${file}: file truncated: header describes ${needed} data bytes but only ${dataLength} are present ` +
-            `(tensor '${e.name}' ends at ${e.end})`,
+            `(tensor ${formatValue(e.name)} ends at ${e.end})`,
         );
       }
       throw new CheckpointError(
         'SAFETENSORS_OFFSETS',
-        `${file}: tensor '${e.name}' data_offsets [${e.begin}, ${e.end}] run past the ${dataLength}-byte data section`,
+        `${file}: tensor ${formatValue(e.name)} data_offsets [${e.begin}, ${e.end}] run past the ${dataLength}-byte data section`,
       );
     }
   }
@@ -171,21 +175,19 @@ export function parseSafetensorsHeader(
 }
 
 function parseEntry(name: string, raw: unknown, file: string): HeaderEntry {
+  const tensor = `${file}: tensor ${formatValue(name)}`;
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new CheckpointError('SAFETENSORS_ENTRY', `${file}: tensor '${name}': entry must be an object, got ${describe(raw)}`);
+    throw new CheckpointError('SAFETENSORS_ENTRY', `${tensor}: entry must be an object, got ${describe(raw)}`);
   }
   const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
   if (!isDType(dtype)) {
     throw new CheckpointError(
       'SAFETENSORS_DTYPE',
-      `${file}: tensor '${name}': unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+      `${tensor}: unsupported dtype ${formatValue(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
     );
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw new CheckpointError(
-      'SAFETENSORS_SHAPE',
-      `${file}: tensor '${name}': shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`,
-    );
+    throw new CheckpointError('SAFETENSORS_SHAPE', `${tensor}: shape must be an array of non-negative integers, got ${formatValue(shape)}`);
   }
   if (
     !Array.isArray(offsets) ||
@@ -195,7 +197,7 @@ function parseEntry(name: string, raw: unknown, file: string): HeaderEntry {
   ) {
     throw new CheckpointError(
       'SAFETENSORS_OFFSETS',
-      `${file}: tensor '${name}': data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offsets)}`,
+      `${tensor}: data_offsets must be [begin, end] with 0 <= begin <= end, got ${formatValue(offsets)}`,
     );
   }
   const [begin, end] = offsets as number[];
@@ -204,7 +206,7 @@ function parseEntry(name: string, raw: unknown, file: string): HeaderEntry {
   if (!Number.isSafeInteger(expectedBytes) || expectedBytes !== end - begin) {
     throw new CheckpointError(
       'SAFETENSORS_SHAPE_MISMATCH',
-      `${file}: tensor '${name}': ${dtype} shape [${shape}] needs ${expectedBytes} bytes but data_offsets ` +
+      `${tensor}: ${dtype} shape ${formatValue(shape)} needs ${expectedBytes} bytes but data_offsets ` +
         `[${begin}, ${end}] cover ${end - begin}`,
     );
   }

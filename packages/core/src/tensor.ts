@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import { CheckpointError } from './errors.js';
+import { OPEN_READ_FLAGS, fileKind } from './files.js';
 
 /** Element types the readers understand (safetensors names). */
 export type DType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -310,10 +311,10 @@ export function readFullyAt(fd: number, dst: Uint8Array, position: number, file:
   }
 }
 
-/** Opens a checkpoint file for reading, turning a missing file into CHECKPOINT_MISSING. */
+/** Opens a checkpoint file for reading (non-blocking, so a FIFO cannot hang), turning a missing file into CHECKPOINT_MISSING. */
 export function openForRead(file: string): number {
   try {
-    return fs.openSync(file, 'r');
+    return fs.openSync(file, OPEN_READ_FLAGS);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new CheckpointError('CHECKPOINT_MISSING', `${file}: no such file`, { cause: err });
@@ -321,9 +322,9 @@ export function openForRead(file: string): number {
   }
 }
 
-/** Size of an open regular file; anything else (a directory, a pipe) is CHECKPOINT_IO. */
+/** Size of an open regular file; anything else (a directory, a FIFO, a device such as /dev/zero) is CHECKPOINT_IO. */
 export function fileSizeOf(fd: number, file: string): number {
   const stat = fs.fstatSync(fd);
-  if (!stat.isFile()) throw new CheckpointError('CHECKPOINT_IO', `${file}: not a regular file`);
+  if (!stat.isFile()) throw new CheckpointError('CHECKPOINT_IO', `${file}: not a regular file (it is ${fileKind(stat)})`);
   return stat.size;
 }

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import { CheckpointError } from './errors.js';
-import { PickleDict, PickleGlobal, type PickleTuple, unpickle } from './pickle.js';
+import { PickleDict, PickleGlobal, type PickleTuple, formatValue, unpickle } from './pickle.js';
 import { DTYPE_BYTES, type DType, type TensorSource, SourceTensorMap, fileSizeOf, openForRead, readFullyAt, shapeSize } from './tensor.js';
 import { ZipReader, type ZipEntry } from './zip.js';
 
@@ -35,6 +35,14 @@ export const TORCH_ALLOWED_GLOBALS: ReadonlySet<string> = new Set([
   REBUILD_PARAMETER,
   ...Object.keys(STORAGE_DTYPES).map((s) => `torch.${s}`),
 ]);
+
+/** Largest data.pkl read; a state dict's pickle is ~100 bytes per tensor, so this is millions of tensors. */
+export const TORCH_MAX_PICKLE_BYTES = 256 * 1024 * 1024;
+/** torch writes 'little' or 'big'; anything much longer is not a byteorder record. */
+const MAX_BYTEORDER_BYTES = 64;
+/** A strided view is read in blocks whose storage span is at most MAX_SPAN_SLACK × their size + SPAN_ALWAYS_OK bytes. */
+const MAX_SPAN_SLACK = 4;
+const SPAN_ALWAYS_OK = 64 * 1024 * 1024;
 
 // torch < 1.6 wrote a bare pickle stream starting with this pickled magic number (protocol 2, LONG1 0x1950a86a20f9469cfc6c)
 const LEGACY_MAGIC = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -68,13 +76,23 @@ export function openTorchCheckpoint(file: string): SourceTensorMap {
 
     const byteorder = zip.entries.get(`${archive}byteorder`);
     if (byteorder) {
+      if (byteorder.uncompressedSize > MAX_BYTEORDER_BYTES) {
+        throw new CheckpointError('TORCH_BYTEORDER', `${file}: byteorder entry holds ${byteorder.uncompressedSize} bytes, not 'little'`);
+      }
       const order = new TextDecoder().decode(zip.read(byteorder)).trim();
       if (order !== 'little') {
-        throw new CheckpointError('TORCH_BYTEORDER', `${file}: storages are '${order}'-endian; only little-endian is supported`);
+        throw new CheckpointError('TORCH_BYTEORDER', `${file}: storages are ${formatValue(order)}-endian; only little-endian is supported`);
       }
     }
 
-    const pickleBytes = zip.read(zip.entries.get(`${archive}data.pkl`)!);
+    const pickleEntry = zip.entries.get(`${archive}data.pkl`)!;
+    if (pickleEntry.uncompressedSize > TORCH_MAX_PICKLE_BYTES) {
+      throw new CheckpointError(
+        'PICKLE_TOO_LARGE',
+        `${file}: ${pickleEntry.name} holds ${pickleEntry.uncompressedSize} bytes, over the ${TORCH_MAX_PICKLE_BYTES}-byte limit for a state dict pickle`,
+      );
+    }
+    const pickleBytes = zip.read(pickleEntry);
     const storages = new Map<string, TorchStorage>();
     const root = unpickle(
       pickleBytes,
@@ -90,7 +108,10 @@ export function openTorchCheckpoint(file: string): SourceTensorMap {
     for (const [name, tensor] of stateDictEntries(root, file)) {
       sources.set(name, tensorSource(name, tensor, zip, file));
     }
-    return new SourceTensorMap(file, sources, () => fs.closeSync(fd));
+    return new SourceTensorMap(file, sources, () => {
+      zip.releaseCache();
+      fs.closeSync(fd);
+    });
   } catch (err) {
     fs.closeSync(fd);
     throw err;
@@ -116,11 +137,11 @@ function findArchivePrefix(zip: ZipReader, file: string): string {
     throw new CheckpointError(
       'TORCH_NO_DATA_PKL',
       `${file}: zip has no '<archive>/data.pkl' entry, so it is not a torch.save checkpoint ` +
-        `(entries: ${[...zip.entries.keys()].slice(0, 5).join(', ') || 'none'})`,
+        `(entries: ${zip.entries.size === 0 ? 'none' : formatValue([...zip.entries.keys()])})`,
     );
   }
   if (candidates.length > 1) {
-    throw new CheckpointError('TORCH_ZIP_INVALID', `${file}: zip holds several data.pkl entries (${candidates.join(', ')})`);
+    throw new CheckpointError('TORCH_ZIP_INVALID', `${file}: zip holds several data.pkl entries (${formatValue(candidates)})`);
   }
   return candidates[0].slice(0, -'data.pkl'.length);
 }
@@ -137,26 +158,28 @@ function loadStorage(
   const bad = (why: string) => new CheckpointError('TORCH_PERSISTENT_ID', `${file}: pickle persistent id at byte ${offset}: ${why}`);
   if (!Array.isArray(pid) || pid.length !== 5 || pid[0] !== 'storage') throw bad(`expected ('storage', type, key, location, numel)`);
   const [, type, key, , numel] = pid as unknown[];
-  if (!(type instanceof PickleGlobal) || type.module !== 'torch' || !(type.name in STORAGE_DTYPES)) {
-    throw bad(`unknown storage type ${type instanceof PickleGlobal ? type.qualifiedName : typeof type}`);
+  if (!(type instanceof PickleGlobal) || type.module !== 'torch' || !Object.hasOwn(STORAGE_DTYPES, type.name)) {
+    throw bad(`unknown storage type ${formatValue(type)}`);
   }
-  if (typeof key !== 'string') throw bad('storage key is not a string');
-  if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw bad(`bad element count ${String(numel)}`);
+  if (typeof key !== 'string') throw bad(`storage key ${formatValue(key)} is not a string`);
+  if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) throw bad(`bad element count ${formatValue(numel)}`);
   const dtype = STORAGE_DTYPES[type.name];
 
   const seen = storages.get(key);
   if (seen) {
-    if (seen.dtype !== dtype || seen.numel !== numel) throw bad(`storage '${key}' is referenced with two different types/sizes`);
+    if (seen.dtype !== dtype || seen.numel !== numel) throw bad(`storage ${formatValue(key)} is referenced with two different types/sizes`);
     return seen;
   }
   const entryName = `${archive}data/${key}`;
   const entry = zip.entries.get(entryName);
-  if (!entry) throw new CheckpointError('TORCH_STORAGE_MISSING', `${file}: storage '${key}' has no zip entry '${entryName}'`);
+  if (!entry) {
+    throw new CheckpointError('TORCH_STORAGE_MISSING', `${file}: storage ${formatValue(key)} has no zip entry ${formatValue(entryName)}`);
+  }
   const needed = numel * DTYPE_BYTES[dtype];
   if (entry.uncompressedSize < needed) {
     throw new CheckpointError(
       'TORCH_STORAGE_SIZE',
-      `${file}: storage '${key}' holds ${entry.uncompressedSize} bytes but ${numel} ${dtype} elements need ${needed}`,
+      `${file}: storage ${formatValue(key)} holds ${entry.uncompressedSize} bytes but ${numel} ${dtype} elements need ${needed}`,
     );
   }
   const storage = new TorchStorage(key, dtype, numel, entry);
@@ -183,19 +206,19 @@ function reduce(callable: PickleGlobal, args: PickleTuple, offset: number, file:
       const isIndexList = (v: unknown): v is number[] =>
         Array.isArray(v) && v.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0);
       if (typeof storageOffset !== 'number' || !Number.isSafeInteger(storageOffset) || storageOffset < 0) {
-        throw bad(`bad storage offset ${String(storageOffset)}`);
+        throw bad(`bad storage offset ${formatValue(storageOffset)}`);
       }
       if (!isIndexList(size) || !isIndexList(stride) || size.length !== stride.length) {
-        throw bad(`size ${JSON.stringify(size)} and stride ${JSON.stringify(stride)} must be equal-length lists of non-negative integers`);
+        throw bad(`size ${formatValue(size)} and stride ${formatValue(stride)} must be equal-length lists of non-negative integers`);
       }
       const numel = shapeSize(size);
-      if (!Number.isSafeInteger(numel * DTYPE_BYTES[storage.dtype])) throw bad(`size ${JSON.stringify(size)} is too large`);
+      if (!Number.isSafeInteger(numel * DTYPE_BYTES[storage.dtype])) throw bad(`size ${formatValue(size)} is too large`);
       if (numel > 0) {
         let last = storageOffset;
         for (let d = 0; d < size.length; d++) last += (size[d] - 1) * stride[d];
         if (last >= storage.numel) {
           throw bad(
-            `size ${JSON.stringify(size)}, stride ${JSON.stringify(stride)}, offset ${storageOffset} reach element ${last} of a ${storage.numel}-element storage`,
+            `size ${formatValue(size)}, stride ${formatValue(stride)}, offset ${storageOffset} reach element ${last} of a ${storage.numel}-element storage`,
           );
         }
       }
@@ -212,10 +235,14 @@ function stateDictEntries(root: unknown, file: string): [string, TorchTensorRef]
   }
   const out: [string, TorchTensorRef][] = [];
   for (const [key, value] of root.map) {
-    if (typeof key !== 'string')
-      throw new CheckpointError('TORCH_NOT_STATE_DICT', `${file}: state dict key ${String(key)} is not a string`);
+    if (typeof key !== 'string') {
+      throw new CheckpointError('TORCH_NOT_STATE_DICT', `${file}: state dict key ${formatValue(key)} is not a string`);
+    }
     if (!(value instanceof TorchTensorRef)) {
-      throw new CheckpointError('TORCH_NOT_STATE_DICT', `${file}: state dict entry '${key}' is a ${describe(value)}, not a tensor`);
+      throw new CheckpointError(
+        'TORCH_NOT_STATE_DICT',
+        `${file}: state dict entry ${formatValue(key)} is a ${describe(value)} (${formatValue(value)}), not a tensor`,
+      );
     }
     out.push([key, value]);
   }
@@ -231,17 +258,47 @@ function tensorSource(name: string, t: TorchTensorRef, zip: ZipReader, file: str
   if (isContiguous(t.shape, t.stride)) {
     return { info, read: (dst) => zip.readRange(entry, t.storageOffset * itemSize, dst) };
   }
-  return {
-    info,
-    read(dst: Uint8Array): void {
-      // read the span the view touches, then gather its elements in row-major order
-      let last = t.storageOffset;
-      for (let d = 0; d < t.shape.length; d++) last += (t.shape[d] - 1) * t.stride[d];
-      const span = new Uint8Array((last - t.storageOffset + 1) * itemSize);
-      zip.readRange(entry, t.storageOffset * itemSize, span);
-      gather(span, t.shape, t.stride, itemSize, dst);
-    },
-  };
+  return { info, read: (dst) => readStrided(zip, entry, t, itemSize, dst) };
+}
+
+/**
+ * A strided view: the most inner dimensions whose storage span stays within a few times their own size are
+ * read as one block per index of the outer ones and gathered in row-major order. A dense view (a
+ * transpose) is one read; a sparse one (huge strides) never allocates its whole span.
+ */
+function readStrided(zip: ZipReader, entry: ZipEntry, t: TorchTensorRef, itemSize: number, dst: Uint8Array): void {
+  const { shape, stride } = t;
+  let split = shape.length;
+  let span = 1; // elements the inner dimensions [split, rank) touch
+  let count = 1; // elements they hold
+  for (let d = shape.length - 1, dSpan = 1, dCount = 1; d >= 0; d--) {
+    dSpan += (shape[d] - 1) * stride[d];
+    dCount *= shape[d];
+    if (dSpan * itemSize <= MAX_SPAN_SLACK * dCount * itemSize + SPAN_ALWAYS_OK) {
+      split = d;
+      span = dSpan;
+      count = dCount;
+    }
+  }
+  const innerShape = shape.slice(split);
+  const innerStride = stride.slice(split);
+  const blockBytes = count * itemSize;
+  const block = new Uint8Array(span * itemSize);
+  const index = new Array<number>(split).fill(0);
+  let base = t.storageOffset;
+  for (let out = 0; out < dst.length; out += blockBytes) {
+    zip.readRange(entry, base * itemSize, block);
+    gather(block, innerShape, innerStride, itemSize, dst.subarray(out, out + blockBytes));
+    // odometer increment over the outer dimensions
+    for (let d = split - 1; d >= 0; d--) {
+      if (++index[d] < shape[d]) {
+        base += stride[d];
+        break;
+      }
+      base -= (shape[d] - 1) * stride[d];
+      index[d] = 0;
+    }
+  }
 }
 
 /** Row-major contiguity, ignoring the stride of size-1 dimensions (as torch does). */

@@ -1,10 +1,12 @@
 /**
  * Minimal zip reader for torch.save archives: parses the central directory (with zip64 records and extra
  * fields, so entries past 4 GiB work) and reads entries with positioned reads. Supports stored (method 0)
- * and deflated (method 8) entries; no encryption, no multi-disk archives.
+ * and deflated (method 8) entries; no encryption, no multi-disk archives. A deflated entry is inflated
+ * at most once (its bytes are kept until releaseCache), never past its declared size.
  */
 import zlib from 'node:zlib';
 import { CheckpointError } from './errors.js';
+import { formatValue } from './pickle.js';
 import { readFullyAt } from './tensor.js';
 
 /** One file in the archive, from its central directory record. */
@@ -25,6 +27,10 @@ const SIG_ZIP64_LOCATOR = 0x07064b50;
 const SIG_ZIP64_EOCD = 0x06064b50;
 const EOCD_SIZE = 22;
 const MAX_COMMENT = 0xffff;
+/** Largest central directory read; each record is ~100 bytes, so this is hundreds of thousands of entries. */
+export const ZIP_MAX_DIRECTORY_BYTES = 64 * 1024 * 1024;
+/** Largest deflated entry inflated (torch.save stores storages uncompressed; only a re-zipped archive deflates them). */
+export const ZIP_MAX_INFLATED_BYTES = 2 ** 31 - 1;
 
 /** Thrown when the file has no end-of-central-directory record at all. */
 export const ZIP_NOT_ZIP = 'TORCH_NOT_ZIP';
@@ -37,6 +43,7 @@ export const ZIP_UNSUPPORTED = 'TORCH_ZIP_UNSUPPORTED';
 export class ZipReader {
   readonly entries = new Map<string, ZipEntry>();
   private readonly dataOffsets = new Map<ZipEntry, number>();
+  private readonly inflated = new Map<ZipEntry, Uint8Array>();
 
   constructor(
     private readonly fd: number,
@@ -49,7 +56,9 @@ export class ZipReader {
   /** The entry's uncompressed bytes [start, start + dst.length) into dst. */
   readRange(entry: ZipEntry, start: number, dst: Uint8Array): void {
     if (start < 0 || start + dst.length > entry.uncompressedSize) {
-      throw this.invalid(`entry '${entry.name}': range [${start}, ${start + dst.length}) outside its ${entry.uncompressedSize} bytes`);
+      throw this.invalid(
+        `entry ${formatValue(entry.name)}: range [${start}, ${start + dst.length}) outside its ${entry.uncompressedSize} bytes`,
+      );
     }
     if (dst.length === 0) return;
     const dataOffset = this.dataOffset(entry);
@@ -57,18 +66,38 @@ export class ZipReader {
       readFullyAt(this.fd, dst, dataOffset + start, this.file, ZIP_INVALID);
       return;
     }
-    const inflated = this.inflate(entry, dataOffset);
+    // tensors sharing one storage read ranges of it: inflate it once, not once per tensor
+    let inflated = this.inflated.get(entry);
+    if (!inflated) {
+      inflated = this.inflate(entry, dataOffset);
+      this.inflated.set(entry, inflated);
+    }
     dst.set(inflated.subarray(start, start + dst.length));
   }
 
-  /** All of an entry's uncompressed bytes (for small entries such as data.pkl). */
+  /** All of an entry's uncompressed bytes, read once (for small entries such as data.pkl; not cached). */
   read(entry: ZipEntry): Uint8Array {
-    const out = new Uint8Array(entry.uncompressedSize);
-    this.readRange(entry, 0, out);
-    return out;
+    if (entry.method === 0 || entry.uncompressedSize === 0 || this.inflated.has(entry)) {
+      const out = new Uint8Array(entry.uncompressedSize);
+      this.readRange(entry, 0, out);
+      return out;
+    }
+    return this.inflate(entry, this.dataOffset(entry));
+  }
+
+  /** Drops the inflated entries kept for readRange. */
+  releaseCache(): void {
+    this.inflated.clear();
   }
 
   private inflate(entry: ZipEntry, dataOffset: number): Uint8Array {
+    if (entry.uncompressedSize > ZIP_MAX_INFLATED_BYTES) {
+      throw new CheckpointError(
+        ZIP_UNSUPPORTED,
+        `${this.file}: deflated entry ${formatValue(entry.name)} of ${entry.uncompressedSize} bytes is over the ${ZIP_MAX_INFLATED_BYTES}-byte ` +
+          'inflate limit; store it uncompressed',
+      );
+    }
     const compressed = new Uint8Array(entry.compressedSize);
     readFullyAt(this.fd, compressed, dataOffset, this.file, ZIP_INVALID);
     let inflated: Buffer;
@@ -76,10 +105,12 @@ export class ZipReader {
       // maxOutputLength stops a forged size from turning into a decompression bomb
       inflated = zlib.inflateRawSync(compressed, { maxOutputLength: Math.max(1, entry.uncompressedSize) });
     } catch (err) {
-      throw this.invalid(`entry '${entry.name}': deflate data is corrupt (${(err as Error).message})`, err);
+      throw this.invalid(`entry ${formatValue(entry.name)}: deflate data is corrupt (${(err as Error).message})`, err);
     }
     if (inflated.length !== entry.uncompressedSize) {
-      throw this.invalid(`entry '${entry.name}': inflated to ${inflated.length} bytes, directory says ${entry.uncompressedSize}`);
+      throw this.invalid(
+        `entry ${formatValue(entry.name)}: inflated to ${inflated.length} bytes, directory says ${entry.uncompressedSize}`,
+      );
     }
     return inflated;
   }
@@ -88,22 +119,24 @@ export class ZipReader {
   private dataOffset(entry: ZipEntry): number {
     const cached = this.dataOffsets.get(entry);
     if (cached !== undefined) return cached;
-    if (entry.flags & 1) throw new CheckpointError(ZIP_UNSUPPORTED, `${this.file}: entry '${entry.name}' is encrypted`);
+    if (entry.flags & 1) throw new CheckpointError(ZIP_UNSUPPORTED, `${this.file}: entry ${formatValue(entry.name)} is encrypted`);
     if (entry.method !== 0 && entry.method !== 8) {
       throw new CheckpointError(
         ZIP_UNSUPPORTED,
-        `${this.file}: entry '${entry.name}' uses compression method ${entry.method} (only 0 stored and 8 deflate are supported)`,
+        `${this.file}: entry ${formatValue(entry.name)} uses compression method ${entry.method} (only 0 stored and 8 deflate are supported)`,
       );
     }
     if (entry.method === 0 && entry.compressedSize !== entry.uncompressedSize) {
-      throw this.invalid(`stored entry '${entry.name}' has compressed size ${entry.compressedSize} != size ${entry.uncompressedSize}`);
+      throw this.invalid(
+        `stored entry ${formatValue(entry.name)} has compressed size ${entry.compressedSize} != size ${entry.uncompressedSize}`,
+      );
     }
-    const local = this.readAt(entry.localHeaderOffset, 30, `local header of '${entry.name}'`);
-    if (local.getUint32(0, true) !== SIG_LOCAL) throw this.invalid(`entry '${entry.name}': bad local header signature`);
+    const local = this.readAt(entry.localHeaderOffset, 30, `local header of ${formatValue(entry.name)}`);
+    if (local.getUint32(0, true) !== SIG_LOCAL) throw this.invalid(`entry ${formatValue(entry.name)}: bad local header signature`);
     const offset = entry.localHeaderOffset + 30 + local.getUint16(26, true) + local.getUint16(28, true);
     if (offset + entry.compressedSize > this.fileSize) {
       throw this.invalid(
-        `entry '${entry.name}': data [${offset}, ${offset + entry.compressedSize}) runs past the end of the ${this.fileSize}-byte file (truncated?)`,
+        `entry ${formatValue(entry.name)}: data [${offset}, ${offset + entry.compressedSize}) runs past the end of the ${this.fileSize}-byte file (truncated?)`,
       );
     }
     this.dataOffsets.set(entry, offset);
@@ -159,6 +192,12 @@ export class ZipReader {
     }
     // each record is at least 46 bytes, so a forged count cannot make us loop past the directory
     if (entryCount * 46 > cdSize) throw this.invalid(`${entryCount} entries cannot fit in a ${cdSize}-byte central directory`);
+    if (cdSize > ZIP_MAX_DIRECTORY_BYTES) {
+      throw new CheckpointError(
+        ZIP_UNSUPPORTED,
+        `${this.file}: central directory of ${cdSize} bytes is over the ${ZIP_MAX_DIRECTORY_BYTES}-byte limit`,
+      );
+    }
 
     const cd = new Uint8Array(cdSize);
     readFullyAt(this.fd, cd, cdOffset, this.file, ZIP_INVALID);
@@ -186,12 +225,12 @@ export class ZipReader {
         const id = view.getUint16(q, true);
         const size = view.getUint16(q + 2, true);
         const fieldEnd = q + 4 + size;
-        if (fieldEnd > extraEnd) throw this.invalid(`entry '${name}': extra field runs past its record`);
+        if (fieldEnd > extraEnd) throw this.invalid(`entry ${formatValue(name)}: extra field runs past its record`);
         if (id === 1) {
           let r = q + 4;
           const take = (what: string): number => {
-            if (r + 8 > fieldEnd) throw this.invalid(`entry '${name}': zip64 extra field lacks the ${what}`);
-            const v = this.u64(view, r, `zip64 ${what} of '${name}'`);
+            if (r + 8 > fieldEnd) throw this.invalid(`entry ${formatValue(name)}: zip64 extra field lacks the ${what}`);
+            const v = this.u64(view, r, `zip64 ${what} of ${formatValue(name)}`);
             r += 8;
             return v;
           };
@@ -203,14 +242,14 @@ export class ZipReader {
       }
       if (localHeaderOffset + 30 + compressedSize > this.fileSize) {
         throw this.invalid(
-          `entry '${name}': header offset ${localHeaderOffset} + ${compressedSize} data bytes run past the end of the ${this.fileSize}-byte file (truncated?)`,
+          `entry ${formatValue(name)}: header offset ${localHeaderOffset} + ${compressedSize} data bytes run past the end of the ${this.fileSize}-byte file (truncated?)`,
         );
       }
       // deflate cannot expand more than ~1032:1; a bigger claimed size is forged and would only make us allocate it
       if (method === 8 && uncompressedSize > compressedSize * 1032 + 1024) {
-        throw this.invalid(`entry '${name}': claims ${uncompressedSize} bytes from ${compressedSize} deflated bytes`);
+        throw this.invalid(`entry ${formatValue(name)}: claims ${uncompressedSize} bytes from ${compressedSize} deflated bytes`);
       }
-      if (this.entries.has(name)) throw this.invalid(`duplicate entry '${name}'`);
+      if (this.entries.has(name)) throw this.invalid(`duplicate entry ${formatValue(name)}`);
       this.entries.set(name, { name, method, flags, compressedSize, uncompressedSize, localHeaderOffset });
       p = end;
     }

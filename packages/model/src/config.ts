@@ -2,9 +2,9 @@
  * config.json / generation_config.json → one normalised ModelConfig. Each architecture's field names
  * (n_embd vs hidden_size, ...) are read here and nowhere else.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, KV_MAX_LAYERS, TokenizerError, type TensorMap } from '@mexit/core';
+import { ConfigError, FILE_SIZE_LIMITS, readTextFile, KV_MAX_LAYERS, TokenizerError, type TensorMap } from '@mexit/core';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'gpt2', 'gpt_neo'] as const;
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
@@ -68,12 +68,8 @@ function show(v: unknown): string {
 }
 
 function readJson(path: string, what: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError('CONFIG_MISSING', `${what} not found: ${path}`, { cause: e });
-  }
+  // a regular file under the size limit (not a FIFO, a device or a directory), else a typed ConfigError
+  const text = readTextFile(path, { what, maxBytes: FILE_SIZE_LIMITS.config, error: ConfigError, missingCode: 'CONFIG_MISSING' });
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

@@ -5,11 +5,11 @@
  * `add_bos_token` / `add_eos_token` override, `clean_up_tokenization_spaces` resolution and typed errors.
  * Streaming decode (text deltas while tokens arrive) lives in incremental-decoder.ts.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { Template } from '@huggingface/jinja';
-import { TokenizerError } from '@mexit/core';
+import { FILE_SIZE_LIMITS, TokenizerError, readJsonFile as readCheckedJson, readTextFile } from '@mexit/core';
 import {
   type ChatTemplateLimits,
   MAX_CHAT_TEMPLATES,
@@ -190,18 +190,9 @@ function modelVocabLookup(model: JsonObject): (token: string) => number | undefi
     isObject(vocab) && Object.hasOwn(vocab, token) && Number.isInteger(vocab[token]) ? (vocab[token] as number) : undefined;
 }
 
-function readJsonFile(path: string, code: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new TokenizerError(code, `cannot read ${what} ${path}: ${errorText(err)}`, { cause: err });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new TokenizerError(code, `${what} ${path} is not valid JSON: ${errorText(err)}`, { cause: err });
-  }
+/** A regular file under `maxBytes` (not a FIFO, a device or a directory) holding JSON, else TokenizerError. */
+function readJsonFile(path: string, code: string, what: string, maxBytes: number = FILE_SIZE_LIMITS.tokenizerConfig): unknown {
+  return readCheckedJson(path, { what, maxBytes, error: TokenizerError, missingCode: code, jsonCode: code });
 }
 
 /** Where a tokenizer came from, for error messages. */
@@ -312,7 +303,7 @@ export class MexitTokenizer {
   static load(dir: string): MexitTokenizer | null {
     const tokenizerPath = join(dir, 'tokenizer.json');
     if (!existsSync(tokenizerPath)) return null;
-    const tokenizerJson = readJsonFile(tokenizerPath, 'TOKENIZER_JSON', 'tokenizer.json');
+    const tokenizerJson = readJsonFile(tokenizerPath, 'TOKENIZER_JSON', 'tokenizer.json', FILE_SIZE_LIMITS.tokenizer);
     const configPath = join(dir, 'tokenizer_config.json');
     let config: unknown = {};
     if (existsSync(configPath)) config = readJsonFile(configPath, 'TOKENIZER_CONFIG', 'tokenizer_config.json');
@@ -322,11 +313,12 @@ export class MexitTokenizer {
     const jinjaPath = join(dir, 'chat_template.jinja');
     const templateJsonPath = join(dir, 'chat_template.json');
     if (existsSync(jinjaPath)) {
-      try {
-        chatTemplate = readFileSync(jinjaPath, 'utf8');
-      } catch (err) {
-        throw new TokenizerError('TOKENIZER_CONFIG', `cannot read ${jinjaPath}: ${errorText(err)}`, { cause: err });
-      }
+      chatTemplate = readTextFile(jinjaPath, {
+        what: 'chat_template.jinja',
+        maxBytes: FILE_SIZE_LIMITS.tokenizerConfig,
+        error: TokenizerError,
+        missingCode: 'TOKENIZER_CONFIG',
+      });
       templateSource = jinjaPath;
     } else if (existsSync(templateJsonPath)) {
       const parsed = readJsonFile(templateJsonPath, 'TOKENIZER_CONFIG', 'chat_template.json');
