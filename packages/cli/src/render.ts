@@ -30,7 +30,7 @@ export function commandUsage(command: string, synopsis: string, description: str
     const def = f.default !== undefined ? ` (default: ${f.default})` : f.type === 'boolean' ? ' (default: off)' : '';
     return { group: f.group ?? 'Options', name, help: f.help + def };
   });
-  const width = Math.min(36, Math.max(...rows.map((r) => r.name.length)) + 2);
+  const width = Math.min(36, rows.reduce((w, r) => Math.max(w, r.name.length), 0) + 2);
   const sections: string[] = [];
   for (const group of new Set(rows.map((r) => r.group))) {
     const lines = rows
@@ -43,7 +43,7 @@ export function commandUsage(command: string, synopsis: string, description: str
 
 /** Top-level usage: the commands. */
 export function rootUsage(commands: readonly { name: string; summary: string }[]): string {
-  const width = Math.max(...commands.map((c) => c.name.length)) + 4;
+  const width = commands.reduce((w, c) => Math.max(w, c.name.length), 0) + 4;
   return (
     'Usage: mexit <command> [options]\n\n' +
     'Self-speculative decoding with early exits, on CPU (onnxruntime-node).\n\n' +

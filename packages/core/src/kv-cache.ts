@@ -117,6 +117,9 @@ export class KvCache {
    */
   append(layer: number, k: Float32Array, v: Float32Array): void {
     this.checkLayer(layer);
+    if (!(k instanceof Float32Array) || !(v instanceof Float32Array)) {
+      throw new CacheError('KV_SHAPE', `KvCache.append(layer ${layer}): k and v must be Float32Arrays`);
+    }
     if (k.length !== v.length || k.length % this.rowSize !== 0) {
       throw new CacheError(
         'KV_SHAPE',

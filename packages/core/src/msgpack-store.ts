@@ -10,6 +10,7 @@
  * valid MessagePack, e.g. truncated), MSGPACK_WRITE (cannot write it), MSGPACK_KEY (a store key that is not
  * a plain file name).
  */
+import { formatValue } from './pickle.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -79,7 +80,7 @@ export class MsgpackStore {
 
   /** The file that holds `key`; MexitError MSGPACK_KEY unless the key is a plain file name. */
   file(key: string): string {
-    if (!KEY.test(key)) throw new MexitError('MSGPACK_KEY', `store key ${JSON.stringify(key)} is not a plain file name`);
+    if (!KEY.test(key)) throw new MexitError('MSGPACK_KEY', `store key ${formatValue(key, 100, 'js')} is not a plain file name`);
     return path.join(this.dir, `${key}.msgpack`);
   }
 

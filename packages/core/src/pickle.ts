@@ -438,11 +438,12 @@ const FORMAT_MAX_DEPTH = 4;
 const FORMAT_MAX_ITEMS = 8;
 
 /**
- * A short, Python-like rendering of any unpickled (or JSON-parsed) value for error messages: at most
- * `maxLength` characters, containers cut to their first few items and a few levels, cycles shown as
- * `<cycle>`, BigInt and typed arrays handled. It never throws and its work is bounded whatever the value.
+ * The one rendering of a user value for error messages: at most `maxLength` characters, containers cut to
+ * their first few items and a few levels, cycles shown as `<cycle>`, BigInt and typed arrays handled. It
+ * never throws and its work is bounded whatever the value. `style` 'python' (unpickled values: None, True,
+ * 'text') or 'js' (options and JSON files: null, true, "text").
  */
-export function formatValue(value: unknown, maxLength = 120): string {
+export function formatValue(value: unknown, maxLength = 120, style: 'python' | 'js' = 'python'): string {
   const parts: string[] = [];
   let length = 0;
   const ancestors = new Set<object>();
@@ -467,7 +468,7 @@ export function formatValue(value: unknown, maxLength = 120): string {
   };
   const visit = (v: unknown, depth: number): void => {
     if (length > maxLength) return;
-    const leaf = leafText(v, maxLength);
+    const leaf = leafText(v, maxLength, style);
     if (leaf !== undefined) {
       emit(leaf);
       return;
@@ -506,18 +507,23 @@ export function formatValue(value: unknown, maxLength = 120): string {
 }
 
 /** formatValue of anything but a list, tuple, dict or plain object (those return undefined). */
-function leafText(v: unknown, maxLength: number): string | undefined {
-  if (v === null || v === undefined) return 'None';
+function leafText(v: unknown, maxLength: number, style: 'python' | 'js'): string | undefined {
+  const js = style === 'js';
+  if (v === null || v === undefined) return js ? String(v) : 'None';
   switch (typeof v) {
     case 'boolean':
-      return v ? 'True' : 'False';
+      return js ? String(v) : v ? 'True' : 'False';
     case 'number':
-    case 'bigint':
       return String(v);
+    case 'bigint':
+      return js ? `${v}n` : String(v);
     case 'string': {
       const cut = v.length > maxLength;
-      return `'${JSON.stringify(cut ? v.slice(0, maxLength) : v).slice(1, -1)}${cut ? '…' : ''}'`;
+      const quoted = JSON.stringify(cut ? v.slice(0, maxLength) : v).slice(1, -1);
+      return js ? `"${quoted}${cut ? '…' : ''}"` : `'${quoted}${cut ? '…' : ''}'`;
     }
+    case 'function':
+      return 'a function';
     case 'object':
       break;
     default:

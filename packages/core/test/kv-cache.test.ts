@@ -86,6 +86,8 @@ describe('KvCache append / view', () => {
     const cache = new KvCache({ ...SHAPE, initialCapacity: 4 });
     expectCacheError(() => cache.append(0, new Float32Array(6), new Float32Array(12)), 'KV_SHAPE', '6', '12');
     expectCacheError(() => cache.append(0, new Float32Array(7), new Float32Array(7)), 'KV_SHAPE', 'rowSize = 6');
+    expectCacheError(() => cache.append(0, null as never, new Float32Array(6)), 'KV_SHAPE', 'Float32Arrays');
+    expectCacheError(() => cache.append(0, [1, 2, 3, 4, 5, 6] as never, new Float32Array(6)), 'KV_SHAPE', 'Float32Arrays');
     expectCacheError(() => cache.append(4, new Float32Array(6), new Float32Array(6)), 'KV_LAYER');
     expectCacheError(() => cache.append(-1, new Float32Array(6), new Float32Array(6)), 'KV_LAYER');
     expectCacheError(() => cache.length(1.5), 'KV_LAYER');

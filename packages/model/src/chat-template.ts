@@ -9,7 +9,7 @@
  * Failures are TokenizerError: CHAT_TEMPLATE_LIMIT naming the limit, CHAT_TEMPLATE for parse/render errors.
  */
 import { Environment as JinjaEnvironment, Interpreter, Template } from '@huggingface/jinja';
-import { MexitError, OptionsError, TokenizerError } from '@mexit/core';
+import { MexitError, OptionsError, TokenizerError, formatValue } from '@mexit/core';
 
 /** Bounds on one render. Defaults in CHAT_TEMPLATE_LIMITS; any of them can be raised per call. */
 export interface ChatTemplateLimits {
@@ -57,7 +57,7 @@ export function resolveChatTemplateLimits(overrides: Partial<ChatTemplateLimits>
     if (!Object.hasOwn(CHAT_TEMPLATE_LIMITS, key)) {
       throw new OptionsError(
         'INVALID_OPTION',
-        `unknown chat template limit ${JSON.stringify(key)} (known: ${Object.keys(limits).join(', ')})`,
+        `unknown chat template limit ${formatValue(key, 100, 'js')} (known: ${Object.keys(limits).join(', ')})`,
       );
     }
     if (value === undefined) continue;

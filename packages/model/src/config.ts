@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, FILE_SIZE_LIMITS, readTextFile, KV_MAX_LAYERS, TokenizerError, type TensorMap } from '@mexit/core';
+import { ConfigError, FILE_SIZE_LIMITS, formatValue, readTextFile, KV_MAX_LAYERS, TokenizerError, type TensorMap } from '@mexit/core';
 
 export const SUPPORTED_MODEL_TYPES = ['llama', 'gpt2', 'gpt_neo'] as const;
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
@@ -62,10 +62,7 @@ export const CONFIG_LIMITS = {
 export const MAX_NUM_SPECULATIONS = 64;
 
 /** A user value for a message, cut short (a hostile file may hold megabytes in one field). */
-function show(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 100 ? `${s.slice(0, 100)}…` : s;
-}
+const show = (v: unknown): string => formatValue(v, 100, 'js');
 
 function readJson(path: string, what: string): Record<string, unknown> {
   // a regular file under the size limit (not a FIFO, a device or a directory), else a typed ConfigError
@@ -205,7 +202,7 @@ export function loadModelConfig(dir: string): ModelConfig {
   if (typeof modelType !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
     throw new ConfigError(
       'UNSUPPORTED_MODEL_TYPE',
-      `model_type ${JSON.stringify(modelType)} is not supported (${path}); supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
+      `model_type ${formatValue(modelType, 100, 'js')} is not supported (${path}); supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`,
     );
   }
   let cfg: Omit<ModelConfig, 'eosTokenIds' | 'raw'>;

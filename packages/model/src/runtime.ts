@@ -10,7 +10,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import ort from 'onnxruntime-node';
-import { ConfigError, KvCache, MexitError, openCheckpoint, type TensorMap } from '@mexit/core';
+import { ConfigError, KvCache, MexitError, openCheckpoint, type TensorMap, formatValue } from '@mexit/core';
 import { checkConfigAgainstCheckpoint, loadModelConfig, type ModelConfig } from './config.js';
 import { WeightSource, type Architecture } from './arch/common.js';
 import { llamaArchitecture } from './arch/llama.js';
@@ -145,7 +145,7 @@ export class ModelRuntime {
       throw new ConfigError('RUNTIME_OPTIONS', `maxStages must be a positive integer, got ${String(maxStages)}`);
     const { cacheDir } = options;
     if (cacheDir !== undefined && (typeof cacheDir !== 'string' || cacheDir === '')) {
-      throw new ConfigError('RUNTIME_OPTIONS', `cacheDir must be a non-empty path, got ${JSON.stringify(cacheDir)}`);
+      throw new ConfigError('RUNTIME_OPTIONS', `cacheDir must be a non-empty path, got ${formatValue(cacheDir, 100, 'js')}`);
     }
     const runtime = new ModelRuntime(dir, config, tensors, tokenizer, {
       threads,

@@ -8,7 +8,7 @@
  * `propagate` stages compute only K/V of their layers from the input hidden state (CALM state propagation).
  */
 import ort from 'onnxruntime-node';
-import { CacheError, KvCache, MexitError, OptionsError } from '@mexit/core';
+import { CacheError, KvCache, MexitError, OptionsError, formatValue } from '@mexit/core';
 import { attr, GraphBuilder, type BlockQuantizer, type LinearQuantization } from './onnx/builder.js';
 import { OnnxType } from './onnx/encoder.js';
 import { createChainContexts, createStageContext, type Architecture, type WeightSource } from './arch/common.js';
@@ -179,7 +179,7 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
   }
   if (spec.chainFeedsLast && !spec.chain) throw new OptionsError('STAGE_CHAIN', 'chainFeedsLast needs a chain');
   if (spec.quantize !== undefined && spec.quantize !== 'int8' && spec.quantize !== 'int4') {
-    throw new OptionsError('STAGE_QUANTIZE', `quantize must be 'int8' or 'int4', got ${JSON.stringify(spec.quantize)}`);
+    throw new OptionsError('STAGE_QUANTIZE', `quantize must be 'int8' or 'int4', got ${formatValue(spec.quantize, 100, 'js')}`);
   }
 }
 
@@ -329,6 +329,16 @@ export class Stage {
     const { from, to } = this.spec;
     const { hiddenSize: d, numKvHeads, headDim } = this.cfg;
     const embeds = from === 0 && !this.spec.propagate;
+    // Ids: an array or typed array of integers; hidden rows: a Float32Array of whole rows.
+    const shaped = embeds
+      ? Array.isArray(input) || (ArrayBuffer.isView(input) && !(input instanceof DataView))
+      : input instanceof Float32Array;
+    if (!shaped) {
+      throw new OptionsError(
+        'STAGE_INPUT',
+        `stage ${stageKey(this.spec)} takes ${embeds ? 'token ids (an array of integers)' : `hidden rows (a Float32Array of n × ${d})`}, got ${typeName(input)}`,
+      );
+    }
     const n = embeds ? input.length : input.length / d;
     if (!Number.isInteger(n) || n < 1)
       throw new OptionsError('STAGE_INPUT', `stage ${stageKey(this.spec)} got an empty or misshapen input`);

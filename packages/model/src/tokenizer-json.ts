@@ -5,7 +5,7 @@
  * file: ids index arrays, a huge `{n}` or a nested quantifier is compiled as given, an unknown pattern kind is
  * only a console warning that silently drops all text. Every problem is a TokenizerError naming the field.
  */
-import { TokenizerError } from '@mexit/core';
+import { TokenizerError, formatValue } from '@mexit/core';
 
 export const TOKENIZER_JSON_LIMITS = Object.freeze({
   /** Entries of model.vocab; every id (vocabulary and added tokens) must also be below it. */
@@ -47,7 +47,7 @@ function checkTokenString(token: unknown, name: string, field: string): void {
 
 function checkId(id: unknown, name: string, field: string): void {
   if (!Number.isInteger(id) || (id as number) < 0 || (id as number) >= TOKENIZER_JSON_LIMITS.maxVocabEntries) {
-    fail(name, field, `must be an integer id in [0, ${TOKENIZER_JSON_LIMITS.maxVocabEntries}), found ${JSON.stringify(id)}`);
+    fail(name, field, `must be an integer id in [0, ${TOKENIZER_JSON_LIMITS.maxVocabEntries}), found ${formatValue(id, 100, 'js')}`);
   }
 }
 
@@ -71,7 +71,11 @@ function checkModel(json: JsonObject, name: string): void {
     }
     const unkId = model.unk_id;
     if (unkId !== undefined && unkId !== null && (!Number.isInteger(unkId) || (unkId as number) < 0 || (unkId as number) >= vocab.length)) {
-      fail(name, 'model.unk_id', `must be null or an index into model.vocab (size ${vocab.length}), found ${JSON.stringify(unkId)}`);
+      fail(
+        name,
+        'model.unk_id',
+        `must be null or an index into model.vocab (size ${vocab.length}), found ${formatValue(unkId, 100, 'js')}`,
+      );
     }
   } else {
     if (!isObject(vocab)) fail(name, 'model.vocab', `must be an object of token → id for a ${String(model.type)} model`);
@@ -79,7 +83,7 @@ function checkModel(json: JsonObject, name: string): void {
     checkCount(tokens.length, TOKENIZER_JSON_LIMITS.maxVocabEntries, name, 'model.vocab');
     for (const token of tokens) {
       checkTokenString(token, name, 'a model.vocab key');
-      checkId(vocab[token], name, `model.vocab[${JSON.stringify(token)}]`);
+      checkId(vocab[token], name, `model.vocab[${formatValue(token, 100, 'js')}]`);
     }
   }
   const wordChars = model.max_input_chars_per_word;
@@ -91,7 +95,7 @@ function checkModel(json: JsonObject, name: string): void {
     fail(
       name,
       'model.max_input_chars_per_word',
-      `must be an integer in [1, ${TOKENIZER_JSON_LIMITS.maxInputCharsPerWord}], found ${JSON.stringify(wordChars)}`,
+      `must be an integer in [1, ${TOKENIZER_JSON_LIMITS.maxInputCharsPerWord}], found ${formatValue(wordChars, 100, 'js')}`,
     );
   }
   if (model.type === 'BPE') {
@@ -240,7 +244,7 @@ function checkPattern(pattern: unknown, name: string, path: string): void {
   if (hazard !== undefined) {
     throw new TokenizerError(
       'TOKENIZER_REGEX',
-      `${name}: ${path}.Regex ${JSON.stringify(source.slice(0, 200))} can take exponential time to match (${hazard}); refused`,
+      `${name}: ${path}.Regex ${formatValue(source.slice(0, 200), 100, 'js')} can take exponential time to match (${hazard}); refused`,
     );
   }
 }

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { Template } from '@huggingface/jinja';
-import { FILE_SIZE_LIMITS, TokenizerError, readJsonFile as readCheckedJson, readTextFile } from '@mexit/core';
+import { FILE_SIZE_LIMITS, TokenizerError, readJsonFile as readCheckedJson, readTextFile, formatValue } from '@mexit/core';
 import {
   type ChatTemplateLimits,
   MAX_CHAT_TEMPLATES,
@@ -282,13 +282,13 @@ export class MexitTokenizer {
       if (addBos && this.bosTokenId === undefined) {
         throw new TokenizerError(
           'TOKENIZER_CONFIG',
-          `${sources.tokenizerConfig}: add_bos_token is set but bos_token ${JSON.stringify(this.bosToken)} is not in the vocabulary`,
+          `${sources.tokenizerConfig}: add_bos_token is set but bos_token ${formatValue(this.bosToken, 100, 'js')} is not in the vocabulary`,
         );
       }
       if (addEos && this.eosTokenId === undefined) {
         throw new TokenizerError(
           'TOKENIZER_CONFIG',
-          `${sources.tokenizerConfig}: add_eos_token is set but eos_token ${JSON.stringify(this.eosToken)} is not in the vocabulary`,
+          `${sources.tokenizerConfig}: add_eos_token is set but eos_token ${formatValue(this.eosToken, 100, 'js')} is not in the vocabulary`,
         );
       }
       this.flagWrap = { bos: addBos ? this.bosTokenId : undefined, eos: addEos ? this.eosTokenId : undefined };
@@ -362,7 +362,7 @@ export class MexitTokenizer {
     if (typeof modelType !== 'string' || !(SUPPORTED_TOKENIZER_MODELS as readonly string[]).includes(modelType)) {
       throw new TokenizerError(
         'TOKENIZER_UNSUPPORTED',
-        `${sources.tokenizerJson}: model.type ${JSON.stringify(modelType)} is not supported (supported: ${SUPPORTED_TOKENIZER_MODELS.join(', ')})`,
+        `${sources.tokenizerJson}: model.type ${formatValue(modelType, 100, 'js')} is not supported (supported: ${SUPPORTED_TOKENIZER_MODELS.join(', ')})`,
       );
     }
     if (!('vocab' in model)) {
@@ -458,7 +458,7 @@ export class MexitTokenizer {
         if (!isObject(entry) || typeof entry.name !== 'string' || typeof entry.template !== 'string') {
           throw new TokenizerError('TOKENIZER_CONFIG', `${source}: chat_template list entries must be {name, template} strings`);
         }
-        checkChatTemplateSource(entry.template, `${source}: chat_template ${JSON.stringify(entry.name.slice(0, 100))}`);
+        checkChatTemplateSource(entry.template, `${source}: chat_template ${formatValue(entry.name.slice(0, 100), 100, 'js')}`);
         templates.set(entry.name, entry.template);
       }
       return templates;
@@ -566,14 +566,14 @@ export class MexitTokenizer {
         'NO_CHAT_TEMPLATE',
         names.length === 0
           ? `${this.sources.tokenizerConfig} has no chat_template; pass a plain prompt instead`
-          : `${this.sources.tokenizerConfig} has no chat template named ${JSON.stringify(name)} (has: ${names.join(', ')})`,
+          : `${this.sources.tokenizerConfig} has no chat template named ${formatValue(name, 100, 'js')} (has: ${names.join(', ')})`,
       );
     }
     if (!Array.isArray(messages)) {
       throw new TokenizerError('CHAT_TEMPLATE', 'applyChatTemplate() expects an array of {role, content} messages');
     }
     const limits = resolveChatTemplateLimits(options.limits);
-    const where = `chat template ${JSON.stringify(name)} from ${this.sources.tokenizerConfig}`;
+    const where = `chat template ${formatValue(name, 100, 'js')} from ${this.sources.tokenizerConfig}`;
     let template = this.compiledTemplates.get(name);
     if (template === undefined) {
       template = compileChatTemplate(source, where);

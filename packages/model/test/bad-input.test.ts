@@ -200,6 +200,22 @@ describe('bad runtime requests', () => {
     await expect(stage.run(rt.createCache(), [1, 2], -1)).rejects.toMatchObject({ code: 'STAGE_INPUT' });
     await rt.dispose();
   });
+
+  it('inputs of the wrong kind: typed STAGE_INPUT, not a TypeError', async () => {
+    const rt = await ModelRuntime.load(golden('gpt2-tiny'), { threads: 1 });
+    const embed = await rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }] });
+    const rest = await rt.stage({ from: 2, to: 4, exits: [{ layer: 4 }] });
+    const cache = rt.createCache();
+    for (const input of [null, undefined, 'hello', 42, { length: 2 }, new DataView(new ArrayBuffer(8))]) {
+      await expect(embed.run(cache, input as never)).rejects.toMatchObject({ code: 'STAGE_INPUT' });
+    }
+    for (const input of [null, [0.5, 0.5], new Float64Array(64), 'x']) {
+      await expect(rest.run(cache, input as never)).rejects.toMatchObject({ code: 'STAGE_INPUT' });
+    }
+    // Nothing was appended by the refused calls.
+    expect(cache.length(0)).toBe(0);
+    await rt.dispose();
+  });
 });
 
 describe('runtime options', () => {

@@ -51,15 +51,27 @@ export class MexitGenerator {
   constructor(
     readonly runtime: ModelRuntime,
     readonly defaults: GenerateOptions = {},
-  ) {}
+  ) {
+    if (!(runtime instanceof ModelRuntime)) {
+      throw new OptionsError(
+        'INVALID_RUNTIME',
+        'MexitGenerator needs a ModelRuntime (ModelRuntime.load, or use MexitGenerator.fromPretrained)',
+      );
+    }
+    if (typeof defaults !== 'object' || defaults === null) throw new OptionsError('INVALID_OPTION', 'default options must be an object');
+  }
 
   /** Loads a model directory; `options` holds runtime settings and default generation options. */
   static async fromPretrained(dir: string, options: GeneratorOptions = {}): Promise<MexitGenerator> {
     const { threads, spinning, prepacking, cacheDir, maxStages, ...defaults } = options;
     const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir, maxStages });
-    const generator = new MexitGenerator(runtime, defaults);
-    resolveOptions(runtime, defaults); // fail fast on bad defaults
-    return generator;
+    try {
+      resolveOptions(runtime, defaults); // fail fast on bad defaults
+    } catch (e) {
+      await runtime.dispose(); // nothing to hand back: do not leak the loaded runtime
+      throw e;
+    }
+    return new MexitGenerator(runtime, defaults);
   }
 
   /** Generates a completion and returns ids, text and statistics. */
@@ -101,6 +113,9 @@ export class MexitGenerator {
     hold: StageHold,
   ): AsyncGenerator<GenerationEvent> {
     if (this.runtime.disposed) throw disposedError();
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      throw new OptionsError('INVALID_OPTION', 'options must be an object of generation options');
+    }
     const merged = { ...this.defaults, ...options };
     const resolved = resolveOptions(this.runtime, merged);
     const promptIds = this.encodePrompt(prompt, merged.addSpecialTokens);

@@ -2,7 +2,7 @@
  * Generation options: defaults, validation (OptionsError before any model work) and resolution against
  * the loaded model (exit layer and draft length recorded with the model, EOS ids from generation_config).
  */
-import { LogitsWarper, OptionsError } from '@mexit/core';
+import { formatValue as formatUserValue, LogitsWarper, OptionsError } from '@mexit/core';
 import { MAX_NUM_SPECULATIONS, type ExitHeadKind, type LinearQuantization, type ModelRuntime } from '@mexit/model';
 import { resolveAcdOptions, type ContrastFunction } from './modes/acd.js';
 import { parseConfidenceMeasure, type ConfidenceMeasure } from './modes/calm-confidence.js';
@@ -122,18 +122,8 @@ export function invalidOption(option: string, expected: string, got: unknown): O
 }
 const bad = invalidOption;
 
-/** A short, never-throwing rendering of a user value for error messages. */
-export function formatValue(v: unknown): string {
-  if (typeof v === 'function') return 'a function';
-  if (typeof v === 'bigint') return `${v}n`;
-  try {
-    const s = JSON.stringify(v);
-    if (s === undefined) return String(v);
-    return s.length > 200 ? `${s.slice(0, 200)}…` : s;
-  } catch {
-    return Object.prototype.toString.call(v);
-  }
-}
+/** A user value in a message: core's one bounded, never-throwing formatter, in JavaScript notation. */
+export const formatValue = (v: unknown): string => formatUserValue(v, 200, 'js');
 
 export const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 

@@ -137,6 +137,15 @@ describe('bad generation options on gpt2-tiny (L = 4, vocab 512, 128 positions)'
     await expectOptionsError(gen, PROMPT, { seed: -1 }, 'INVALID_OPTION', /seed/);
   });
 
+  it('options that are not an object; a generator without a runtime', async () => {
+    for (const options of [null, 5, 'fast', [1, 2]]) {
+      await expectOptionsError(gen, PROMPT, options as never, 'INVALID_OPTION', /options must be an object/);
+    }
+    for (const runtime of [null, {}, 'model-dir']) {
+      expect(() => new SelfSpeculativeGenerator(runtime as never)).toThrow(expect.objectContaining({ code: 'INVALID_RUNTIME' }));
+    }
+  });
+
   it('empty prompt', async () => {
     await expectOptionsError(gen, [], {}, 'EMPTY_PROMPT', /prompt is empty/);
   });

@@ -159,7 +159,7 @@ export async function runLogits(request: LogitsRequest, io: CliIo): Promise<numb
       title = `logits of exit ${request.exit.layer} (${request.exit.head} head)`;
     }
     // The stage only needs to run up to the highest exit it reads.
-    const to = Math.max(...exits.map((e) => e.layer));
+    const to = exits.reduce((top, e) => Math.max(top, e.layer), 0);
     const stage = await runtime.stage({ from: 0, to, exits });
     const out = await stage.run(runtime.createCache(ids.length), ids, ids.length - 1);
 

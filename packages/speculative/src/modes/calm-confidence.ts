@@ -2,7 +2,7 @@
  * CALM confidence measures and the decaying exit threshold (Schuster et al. 2022; REFERENCE §5).
  * An exit is taken when its confidence reaches the threshold λ_t of the current output position.
  */
-import { MexitError, OptionsError } from '@mexit/core';
+import { MexitError, OptionsError, formatValue } from '@mexit/core';
 
 export type ConfidenceMeasure = 'softmax' | 'top-gap' | 'saturation';
 export const CONFIDENCE_MEASURES: readonly ConfidenceMeasure[] = ['softmax', 'top-gap', 'saturation'];
@@ -124,7 +124,7 @@ export function parseConfidenceMeasure(name: string): ConfidenceMeasure {
 function invalidMeasure(name: unknown): OptionsError {
   return new OptionsError(
     'INVALID_OPTION',
-    `confidence measure must be one of ${CONFIDENCE_MEASURES.map((m) => `'${m}'`).join(', ')}, got ${JSON.stringify(name)}`,
+    `confidence measure must be one of ${CONFIDENCE_MEASURES.map((m) => `'${m}'`).join(', ')}, got ${formatValue(name, 100, 'js')}`,
   );
 }
 
