@@ -159,11 +159,28 @@ function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, 
 }
 
 export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
+  if (typeof spec !== 'object' || spec === null) throw new OptionsError('STAGE_SPEC', `a stage spec must be an object, got ${formatValue(spec, 100, 'js')}`);
   const { from, to } = spec;
   if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > cfg.numLayers || from > to) {
     throw new OptionsError('STAGE_RANGE', `layer range [${from}, ${to}) is invalid for a ${cfg.numLayers}-layer model`);
   }
+  // Each layer has at most three heads (shared, layer-specific, cast): more exits can only be repeats.
+  const maxExits = 3 * cfg.numLayers;
+  if (spec.exits !== undefined && (!Array.isArray(spec.exits) || spec.exits.length > maxExits)) {
+    throw new OptionsError('STAGE_EXIT', `exits must be a list of at most ${maxExits} exits, got ${formatValue(spec.exits, 100, 'js')}`);
+  }
+  for (const key of ['propagate', 'chainFeedsLast'] as const) {
+    if (spec[key] !== undefined && typeof spec[key] !== 'boolean') {
+      throw new OptionsError('STAGE_SPEC', `${key} must be a boolean, got ${formatValue(spec[key], 100, 'js')}`);
+    }
+  }
   for (const e of spec.exits ?? []) {
+    if (typeof e !== 'object' || e === null || !Number.isInteger(e.layer)) {
+      throw new OptionsError('STAGE_EXIT', `an exit must be { layer: integer, head? }, got ${formatValue(e, 100, 'js')}`);
+    }
+    if (e.head !== undefined && e.head !== 'shared' && e.head !== 'layer-specific' && e.head !== 'cast') {
+      throw new OptionsError('STAGE_EXIT', `exit head must be 'shared', 'layer-specific' or 'cast', got ${formatValue(e.head, 100, 'js')}`);
+    }
     if (e.layer < Math.max(from, 1) || e.layer > to) {
       throw new OptionsError('STAGE_EXIT', `exit at layer ${e.layer} is outside stage [${from}, ${to})`);
     }

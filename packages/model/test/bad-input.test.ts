@@ -201,6 +201,23 @@ describe('bad runtime requests', () => {
     await rt.dispose();
   });
 
+  it('stage specs of the wrong shape: typed errors before anything is built', async () => {
+    const rt = await ModelRuntime.load(golden('gpt2-tiny'), { threads: 1 });
+    const bad: [unknown, string][] = [
+      [null, 'STAGE_SPEC'],
+      ['layers', 'STAGE_SPEC'],
+      [{ from: 0, to: 4, exits: new Array(1_000_000).fill({ layer: 4 }) }, 'STAGE_EXIT'],
+      [{ from: 0, to: 4, exits: 'all' }, 'STAGE_EXIT'],
+      [{ from: 0, to: 4, exits: [null] }, 'STAGE_EXIT'],
+      [{ from: 0, to: 4, exits: [{ layer: '4' }] }, 'STAGE_EXIT'],
+      [{ from: 0, to: 4, exits: [{ layer: 4, head: 'magic' }] }, 'STAGE_EXIT'],
+      [{ from: 0, to: 4, propagate: 'yes' }, 'STAGE_SPEC'],
+    ];
+    for (const [spec, code] of bad) expect(() => rt.stage(spec as never), JSON.stringify(spec)?.slice(0, 60)).toThrow(expect.objectContaining({ code }));
+    expect(rt.liveStages).toBe(0);
+    await rt.dispose();
+  });
+
   it('inputs of the wrong kind: typed STAGE_INPUT, not a TypeError', async () => {
     const rt = await ModelRuntime.load(golden('gpt2-tiny'), { threads: 1 });
     const embed = await rt.stage({ from: 0, to: 2, exits: [{ layer: 2 }] });
