@@ -35,10 +35,12 @@ git -C "$tmp/repo" checkout --quiet --detach "$sha"
 # PATH: the fresh npm prefix's bin first, then node's own directory and the system directories, each with any
 # pnpm or pnpx left out (a directory holding one is replaced by a directory of links to everything else).
 path="$tmp/npm-prefix/bin"
+seen=:
 for dir in "$(dirname "$(command -v node)")" /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
   [ -d "$dir" ] || continue
   dir="$(realpath "$dir")"
-  [[ ":$path:" != *":$dir:"* ]] || continue
+  [[ "$seen" != *":$dir:"* ]] || continue
+  seen="$seen$dir:"
   if [ -e "$dir/pnpm" ] || [ -e "$dir/pnpx" ]; then
     links="$tmp/path/${dir//\//_}"
     mkdir -p "$links"
