@@ -15,6 +15,9 @@ export default defineConfig({
       { find: /^@mexit\/speculative\/drafters$/, replacement: src('speculative/src/drafters/index.ts') },
       { find: /^@mexit\/speculative\/lowlevel$/, replacement: src('speculative/src/lowlevel.ts') },
       { find: /^@mexit\/speculative$/, replacement: src('speculative/src/index.ts') },
+      { find: /^@mexit\/cli$/, replacement: src('cli/src/index.ts') },
+      { find: /^mexit\/(eval|drafters|lowlevel|cli)$/, replacement: src('mexit/src/$1.ts') },
+      { find: /^mexit$/, replacement: src('mexit/src/index.ts') },
     ],
   },
   test: {

@@ -5,10 +5,10 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { OptionsError } from '@mexit/core';
 import type { ExitHeadKind } from '@mexit/model';
+import { modelDir as bundledModelDir } from '@mexit/tinystories-ee';
 
 /** A bad command line (unknown flag, bad flag value, missing argument): exit 2 with a usage hint. */
 export class UsageError extends OptionsError {
@@ -42,24 +42,17 @@ export interface ParsedFlags {
   positionals: string[];
 }
 
-/** Repository root, found from this file's location (src/ and dist/ sit at the same depth). */
-export function repoPath(...segments: string[]): string {
-  return join(fileURLToPath(new URL('../../../', import.meta.url)), ...segments);
-}
-
-export const DEFAULT_MODEL_DIR = 'fixtures/models/tinystories-ee';
-
 /** `--model` if given, else the bundled model; UsageError MODEL_MISSING when the bundled one is absent. */
 export function resolveModelDir(given: string | undefined): string {
   if (given !== undefined) return given;
-  const dir = repoPath(DEFAULT_MODEL_DIR);
-  if (!existsSync(join(dir, 'config.json'))) {
+  // The data package's own path, so the default holds wherever the packages are installed.
+  if (!existsSync(join(bundledModelDir, 'config.json'))) {
     throw new UsageError(
       'MODEL_MISSING',
-      `no --model given and the bundled model is missing (${dir} has no config.json); pass --model DIR`,
+      `no --model given and the bundled model is missing (${bundledModelDir} has no config.json); pass --model DIR`,
     );
   }
-  return dir;
+  return bundledModelDir;
 }
 
 /** parseArgs over `specs` (plus --help/--json handled by the caller's table); parse failures → UsageError. */
@@ -198,7 +191,7 @@ export const COMMON_FLAGS: readonly FlagSpec[] = [
     name: 'model',
     type: 'string',
     value: 'DIR',
-    default: DEFAULT_MODEL_DIR,
+    default: 'the bundled tinystories-ee model',
     help: 'model directory (config.json + weights [+ tokenizer.json])',
   },
   { name: 'threads', type: 'string', value: 'N', default: '1 per 16 MiB of weights', help: 'ONNX Runtime intra-op threads per session' },

@@ -138,7 +138,8 @@ function isMain(): boolean {
   }
 }
 
-if (isMain()) {
+/** Runs the CLI as this process: its arguments, its streams, its exit code (this file's bin and the `mexit` package's). */
+export function runProgram(): void {
   // `mexit ... | head` closes the pipe early: stop quietly instead of crashing on EPIPE.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
@@ -148,3 +149,5 @@ if (isMain()) {
     process.exitCode = code;
   });
 }
+
+if (isMain()) runProgram();

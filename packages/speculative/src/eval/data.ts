@@ -4,12 +4,12 @@
  * an array into a call, so a file of any length works (one 1 MB story without separators included).
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { OptionsError } from '@mexit/core';
 import type { MexitTokenizer } from '@mexit/model';
+import { evalStoriesPath } from '@mexit/tinystories-ee';
 
-/** The bundled validation stories (stories separated by lines `<|endoftext|>`). */
-export const DEFAULT_EVAL_DATA_PATH = fileURLToPath(new URL('../../../../fixtures/data/valid-small.txt', import.meta.url));
+/** The bundled validation stories (stories separated by lines `<|endoftext|>`), from the data package wherever it is installed. */
+export const DEFAULT_EVAL_DATA_PATH = evalStoriesPath;
 
 /**
  * Characters per tokenizer call. A story longer than this is running text (e.g. a file without

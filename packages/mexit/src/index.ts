@@ -1,0 +1,8 @@
+/**
+ * mexit: the package users install. The generator API of @mexit/speculative (generators, options, results,
+ * typed errors, multi-exit configuration), the model runtime and tokenizer of @mexit/model, and the bundled
+ * model's directory. Subpaths: `mexit/eval`, `mexit/drafters`, `mexit/lowlevel`, `mexit/cli`.
+ */
+export * from '@mexit/speculative';
+export { ModelRuntime, MexitTokenizer, type ModelConfig, type RuntimeOptions, type ChatMessage } from '@mexit/model';
+export { modelDir as bundledModelDir } from '@mexit/tinystories-ee';
