@@ -421,5 +421,8 @@ describe('bad input', () => {
     await bad({ ids: [1, 2, 3], lambadaExamples: -1 }, 'INVALID_OPTION');
     await bad({ ids: [1, 2, 3], speedTokens: 1.5 }, 'INVALID_OPTION');
     await bad({ dataPath: '/nonexistent/stories.txt' }, 'DATA_MISSING');
+    // Not regular files: a device never ends, a directory is not text.
+    await bad({ dataPath: '/dev/zero' }, 'FILE_NOT_REGULAR');
+    await bad({ dataPath: tmpdir() }, 'FILE_NOT_REGULAR');
   });
 });

@@ -3,8 +3,7 @@
  * pieces small enough to tokenize in one call and to draw last-word examples from. Nothing here spreads
  * an array into a call, so a file of any length works (one 1 MB story without separators included).
  */
-import { readFileSync } from 'node:fs';
-import { OptionsError } from '@mexit/core';
+import { OptionsError, readTextFile } from '@mexit/core';
 import type { MexitTokenizer } from '@mexit/model';
 import { evalStoriesPath } from '@mexit/tinystories-ee';
 
@@ -20,14 +19,21 @@ export const TOKENIZE_CHARS = 16_384;
 /** Longest passage a last-word example is drawn from when a long story is cut into passages. */
 export const PASSAGE_CHARS = 1_024;
 
-/** The file's text (a leading byte-order mark dropped). OptionsError DATA_MISSING when it cannot be read. */
+/** Largest evaluation file read (V8 strings stop at about 512 Mi characters). */
+export const MAX_EVAL_FILE_BYTES = 256 * 2 ** 20;
+
+/**
+ * The file's text (a leading byte-order mark dropped). A regular file under MAX_EVAL_FILE_BYTES only (a FIFO
+ * or a device would never end): OptionsError DATA_MISSING when it cannot be read, FILE_NOT_REGULAR /
+ * FILE_TOO_LARGE otherwise.
+ */
 export function readEvalText(path: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new OptionsError('DATA_MISSING', `evaluate: cannot read the stories file ${path} (${(e as Error).message})`, { cause: e });
-  }
+  const text = readTextFile(path, {
+    what: 'evaluate: the stories file',
+    maxBytes: MAX_EVAL_FILE_BYTES,
+    error: OptionsError,
+    missingCode: 'DATA_MISSING',
+  });
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
