@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
+import { clock, section } from './progress.mjs';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const rootDir = path.dirname(benchDir);
@@ -239,6 +240,7 @@ async function runCoreSuite(opts) {
     ],
     rows: [],
   };
+  console.error(`bench: core › numerics (${clock(performance.now() - started)} elapsed)`);
   try {
     const { benchCoreNumerics } = await import('./core-numerics.bench.mjs');
     const bench = await benchCoreNumerics(BenchClass);
@@ -281,6 +283,7 @@ async function runCoreSuite(opts) {
     rows: [],
   };
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mexit-bench-'));
+  console.error(`bench: core › safetensors load (${clock(performance.now() - started)} elapsed)`);
   try {
     const { benchCheckpointLoad } = await import('./core-checkpoint.bench.mjs');
     const { bench, bytes, bytesByTask = {} } = await benchCheckpointLoad(BenchClass, tmpDir);
@@ -333,7 +336,9 @@ async function runModelSuite(opts) {
         return false;
       });
   const reports = [];
+  const models = section('bench: model › runtime of', dirs.length);
   for (const dir of dirs) {
+    models.next(path.basename(dir));
     const started = performance.now();
     const report = await benchModelRuntime(benchClass(opts.quick), dir, { quick: opts.quick });
     report.durationS = (performance.now() - started) / 1000;
@@ -366,8 +371,9 @@ async function main() {
   const suites = opts.suite === 'all' ? SUITES : [opts.suite];
   const runners = { core: runCoreSuite, model: runModelSuite, speculative: runSpeculativeSuite };
   const failures = [];
-  for (const suite of suites) {
+  for (const [i, suite] of suites.entries()) {
     console.log(`=== suite ${suite}${opts.quick ? ' (quick)' : ''} ===`);
+    console.error(`bench: suite ${suite} (${i + 1}/${suites.length}, ${clock(performance.now() - started)} elapsed)`);
     try {
       for (const report of await runners[suite](opts)) writeReport(report, machine);
     } catch (err) {

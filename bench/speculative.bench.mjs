@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Rng } from '../packages/core/dist/index.js';
 import { MexitGenerator, resolveOptions } from '../packages/speculative/dist/index.js';
 import { acceptFigureName, acceptStats, addCounts, gridFigureName, speculativeFigures } from './figures.mjs';
+import { section } from './progress.mjs';
 
 const D_GRID = [1, 2, 3, 4, 5, 6, 7, 8];
 
@@ -95,10 +96,15 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
 
   const generate = (p, options) => generator.generate(prompts[p].ids, { ...base, ...options });
   const log = (line) => console.log(`  [speculative ${modelName}] ${line}`);
+  const progress = (name, total) => section(`[speculative ${modelName}] ${name}`, total);
 
   // ---- reference ar ids (also warms up the JIT and builds the full stage)
   const arIds = [];
-  for (let p = 0; p < prompts.length; p++) arIds.push((await generate(p, { mode: 'ar' })).ids);
+  const arProgress = progress('ar reference', prompts.length);
+  for (let p = 0; p < prompts.length; p++) {
+    arProgress.next(`prompt ${p}`);
+    arIds.push((await generate(p, { mode: 'ar' })).ids);
+  }
   const mismatches = [];
   let idChecks = 0;
 
@@ -175,8 +181,10 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
   const exits = exitGrid(L, cfg.recommendedExitLayer, quick);
   const dGrid = quick ? [1, 4] : D_GRID;
   const grid = [];
+  const gridProgress = progress('grid cell', exits.length * dGrid.length);
   for (const E of exits) {
     for (const d of dGrid) {
+      gridProgress.next(`E=${E} d=${d}`);
       const s = await paired(`self-spec E=${E} d=${d}`, { mode: 'self-spec', exitLayer: E, numSpeculations: d }, true);
       grid.push({ E, d, ...s, check: s.idsMatch ? 'ok' : '**MISMATCH**' });
       log(
@@ -189,7 +197,9 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
 
   // ---- early exit at each E
   const earlyExit = [];
+  const earlyProgress = progress('early exit', exits.length);
   for (const E of exits) {
+    earlyProgress.next(`E=${E}`);
     const s = await paired(`early-exit E=${E}`, { mode: 'early-exit', exitLayer: E }, false);
     earlyExit.push({ E, ...s });
     log(
@@ -217,7 +227,9 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
         [0.7, false, 8],
         [0.9, false, 8],
       ];
+  const knobProgress = progress('draft controls', combos.length);
   for (const [threshold, adaptive, d] of combos) {
+    knobProgress.next(`E=${best.E} d=${d} threshold=${threshold} adaptive=${adaptive}`);
     const s = await paired(
       `self-spec E=${best.E} d=${d} threshold=${threshold} adaptive=${adaptive}`,
       {
@@ -256,7 +268,9 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
     variantConfigs.push({ E, d, quantization: 'int4', bonus: true });
   }
   variantConfigs.push({ E: best.E, d: best.d, quantization: 'none', bonus: false });
+  const variantProgress = progress('draft variant', variantConfigs.length);
   for (const v of variantConfigs) {
+    variantProgress.next(`E=${v.E} d=${v.d} draft ${v.quantization}${v.bonus ? '' : ' no bonus'}`);
     const s = await paired(
       `self-spec E=${v.E} d=${v.d} draft ${v.quantization}${v.bonus ? '' : ' no bonus'}`,
       {
@@ -313,8 +327,10 @@ export async function benchSpeculative(dir, { quick = false, golden = false, dat
   // accept_counts of the first pass only (one run per prompt, like the rows above): greedy passes repeat it exactly.
   const confirmedAcceptCounts = leaders.map(() => []);
   let turn = 0;
+  const confirmProgress = progress('confirmation', passes * prompts.length);
   for (let pass = 0; pass < passes; pass++) {
     for (let p = 0; p < prompts.length; p++) {
+      confirmProgress.next(`pass ${pass + 1}, prompt ${p}: ar and ${leaders.length} configurations`);
       const runs = [{ mode: 'ar' }, ...leaders.map(optionsOf)];
       for (let k = 0; k < runs.length; k++) {
         const i = (k + turn) % runs.length; // rotate who goes first

@@ -505,6 +505,20 @@ def save_checkpoint(run_dir, state):
     os.replace(tmp, os.path.join(run_dir, 'ckpt-latest.pt'))
 
 
+def duration(seconds):
+    """`1h02m`, `4m05s`, `12s`: elapsed and remaining times in log lines."""
+    s = max(0, int(round(seconds)))
+    if s >= 3600:
+        return f'{s // 3600}h{s % 3600 // 60:02d}m'
+    return f'{s // 60}m{s % 60:02d}s' if s >= 60 else f'{s}s'
+
+
+def progress_text(step, total, elapsed, steps_done):
+    """`step 120/500 (24%) elapsed 1m05s eta 3m26s`; the ETA assumes the mean step time so far."""
+    eta = (total - step) * elapsed / steps_done if steps_done else 0.0
+    return f'step {step}/{total} ({100 * step / total:.0f}%) elapsed {duration(elapsed)} eta {duration(eta)}'
+
+
 def log_line(log_f, msg):
     line = f'[{time.strftime("%H:%M:%S")}] {msg}'
     print(line, flush=True)
@@ -596,6 +610,7 @@ def cmd_train(args):
 
     model.train()
     t_start = time.time()
+    first_step = step  # steps before this process (resume) do not count in its step time
     t_seg = t_start  # wall time of this process segment; train_elapsed carries earlier segments (resume)
     last_ckpt = time.time()
     acc = {}  # running sums of CE per exit over the log interval
@@ -663,9 +678,14 @@ def cmd_train(args):
         if step % args.log_every == 0:
             dt = time.time() - t_log
             per_exit = ' '.join(f'{l}:{acc[l] / acc_n[l]:.3f}' for l in sorted(acc))
-            log_line(log_f, f'step {step}/{"time" if budget_s else total_steps} lr {lr:.2e} loss {loss.item():.4f} '
-                            f'ce_final {acc[n_layers] / acc_n[n_layers]:.4f} gnorm {gnorm:.2f} '
-                            f'tok/s {tokens_since / dt:.0f} elapsed {time.time() - t_start:.0f}s | ce per exit {per_exit}')
+            if budget_s:
+                spent = train_elapsed + time.time() - t_seg
+                where = (f'step {step} (time {100 * spent / budget_s:.0f}%) elapsed {duration(time.time() - t_start)} '
+                         f'eta {duration(budget_s - spent)}')
+            else:
+                where = progress_text(step, total_steps, time.time() - t_start, step - first_step)
+            log_line(log_f, f'{where} lr {lr:.2e} loss {loss.item():.4f} ce_final {acc[n_layers] / acc_n[n_layers]:.4f} '
+                            f'gnorm {gnorm:.2f} tok/s {tokens_since / dt:.0f} | ce per exit {per_exit}')
             acc, acc_n, tokens_since, t_log = {}, {}, 0, time.time()
         if time.time() - last_ckpt >= args.ckpt_minutes * 60:
             checkpoint()
@@ -769,6 +789,7 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
         log_line(log_f, msg)
 
     t_start, last_ckpt = time.time(), time.time()
+    first_step, tokens_since, t_log = step, 0, time.time()
     while step < total_steps:
         lr = lr_at(step, total_steps, args.lr, warmup, args.final_lr_frac)
         for g in opt.param_groups:
@@ -781,9 +802,12 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
         torch.nn.utils.clip_grad_norm_(heads.parameters(), args.grad_clip)
         opt.step()
         step += 1
+        tokens_since += inp.numel()
         if step % args.log_every == 0 or step == total_steps:
-            log_line(log_f, f'step {step}/{total_steps} lr {lr:.2e} loss {loss.item():.4f} | ce per head ' +
-                     ' '.join(f'{l}:{v.item():.3f}' for l, v in losses.items()))
+            where = progress_text(step, total_steps, time.time() - t_start, step - first_step)
+            log_line(log_f, f'{where} lr {lr:.2e} loss {loss.item():.4f} tok/s {tokens_since / (time.time() - t_log):.0f} '
+                     '| ce per head ' + ' '.join(f'{l}:{v.item():.3f}' for l, v in losses.items()))
+            tokens_since, t_log = 0, time.time()
         if time.time() - last_ckpt >= args.ckpt_minutes * 60 and step < total_steps:
             checkpoint()
             last_ckpt = time.time()

@@ -196,5 +196,6 @@ export const COMMON_FLAGS: readonly FlagSpec[] = [
   },
   { name: 'threads', type: 'string', value: 'N', default: '1 per 16 MiB of weights', help: 'ONNX Runtime intra-op threads per session' },
   { name: 'json', type: 'boolean', help: 'print exactly one JSON document on stdout' },
+  { name: 'verbose', type: 'boolean', help: 'print load and stage build times and session counts to stderr (also MEXIT_LOG=debug)' },
   { name: 'help', type: 'boolean', short: 'h', help: 'show this help' },
 ];

@@ -61,7 +61,13 @@ function version(): string {
 
 /** The CLI's streams when run as a program. */
 export function processIo(): CliIo {
-  return { stdout: process.stdout, stderr: process.stderr, isTTY: process.stdout.isTTY === true, env: process.env };
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    isTTY: process.stdout.isTTY === true,
+    stderrIsTTY: process.stderr.isTTY === true,
+    env: process.env,
+  };
 }
 
 /** Runs `mexit <argv...>` and returns the exit code. Never throws. */

@@ -10,6 +10,8 @@ export interface CliIo {
   stderr: { write(chunk: string): unknown };
   /** stdout is a terminal (enables colour). */
   isTTY?: boolean;
+  /** stderr is a terminal (enables the in-place progress line while a model loads and its stages build). */
+  stderrIsTTY?: boolean;
   /** Environment (NO_COLOR); default process.env. */
   env?: Record<string, string | undefined>;
 }

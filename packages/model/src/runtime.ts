@@ -9,8 +9,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import ort from 'onnxruntime-node';
-import { ConfigError, KvCache, MexitError, openCheckpoint, type TensorMap, formatValue } from '@mexit/core';
+import { CHECKPOINT_FILES, ConfigError, KvCache, MexitError, openCheckpoint, type TensorMap, formatValue } from '@mexit/core';
 import { checkConfigAgainstCheckpoint, loadModelConfig, type ModelConfig } from './config.js';
 import { WeightSource, type Architecture } from './arch/common.js';
 import { llamaArchitecture } from './arch/llama.js';
@@ -56,10 +57,40 @@ export interface RuntimeOptions {
    * bound. A Stage object kept past its eviction rejects calls with MexitError 'STAGE_EVICTED'.
    */
   maxStages?: number;
+  /**
+   * Called, synchronously, as the model loads and as each stage builds (see ProgressInfo). An exception it throws
+   * fails that load or build.
+   */
+  onProgress?: ProgressCallback;
 }
 
+/**
+ * Progress of loading a model and building its stages, shaped like transformers.js's `progress_callback` argument.
+ * load() reports each file it reads ('initiate' → 'done', with `file`), then 'ready'. Stages are built later, on
+ * first use, each reported as 'initiate' → 'progress' (graph built: its weights are read) → 'done' (session
+ * created), with `stage`.
+ */
+export interface ProgressInfo {
+  status: 'initiate' | 'progress' | 'done' | 'ready';
+  /** The model: the directory given to ModelRuntime.load. */
+  name: string;
+  /** File events: the file read, in that directory ('config.json', 'model.safetensors', 'tokenizer.json'). */
+  file?: string;
+  /** Stage events: the stage's key, e.g. 'layers[0,3)+exit3'. */
+  stage?: string;
+  /** Stage 'progress': percent of the build's steps done, `loaded` of `total` (graph, then session). */
+  progress?: number;
+  loaded?: number;
+  total?: number;
+  /** ms since the matching 'initiate' ('progress', 'done'), or since the load began ('ready'). */
+  elapsedMs?: number;
+}
+
+export type ProgressCallback = (info: ProgressInfo) => void;
+
 /** RuntimeOptions with the defaults filled in. */
-export type ResolvedRuntimeOptions = Required<Omit<RuntimeOptions, 'cacheDir'>> & Pick<RuntimeOptions, 'cacheDir'>;
+export type ResolvedRuntimeOptions = Required<Omit<RuntimeOptions, 'cacheDir' | 'onProgress'>> &
+  Pick<RuntimeOptions, 'cacheDir' | 'onProgress'>;
 
 export const DEFAULT_MAX_STAGES = 16;
 
@@ -133,9 +164,11 @@ export class ModelRuntime {
    */
   static async load(dir: string, options: RuntimeOptions = {}): Promise<ModelRuntime> {
     if (!existsSync(dir)) throw new ConfigError('MODEL_DIR_MISSING', `model directory not found: ${dir}`);
-    const config = loadModelConfig(dir);
-    const tensors = openCheckpoint(dir);
-    const tokenizer = MexitTokenizer.load(dir);
+    const progress = loadProgress(dir, options.onProgress);
+    const config = progress.file('config.json', () => loadModelConfig(dir));
+    const weights = CHECKPOINT_FILES.find((f) => existsSync(join(dir, f))) ?? CHECKPOINT_FILES[0];
+    const tensors = progress.file(weights, () => openCheckpoint(dir));
+    const tokenizer = existsSync(join(dir, 'tokenizer.json')) ? progress.file('tokenizer.json', () => MexitTokenizer.load(dir)) : null;
     checkConfigAgainstCheckpoint(dir, config, tensors, tokenizer);
     const threads = options.threads ?? defaultThreads(checkpointBytes(tensors));
     if (!Number.isInteger(threads) || threads < 1)
@@ -153,8 +186,15 @@ export class ModelRuntime {
       prepacking: options.prepacking ?? true,
       maxStages,
       ...(cacheDir === undefined ? {} : { cacheDir }),
+      ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
     });
     for (const t of runtime.arch.requiredTensors()) runtime.weights.check(t.name, t.shape);
+    try {
+      progress.ready();
+    } catch (error) {
+      await runtime.dispose(); // the caller never gets it
+      throw error;
+    }
     return runtime;
   }
 
@@ -266,6 +306,9 @@ export class ModelRuntime {
 
   private async buildStage(spec: StageSpec): Promise<Stage> {
     const t0 = performance.now();
+    const emit = (info: Omit<ProgressInfo, 'name' | 'stage'>) =>
+      this.options.onProgress?.({ ...info, name: this.dir, stage: stageKey(spec) });
+    emit({ status: 'initiate' });
     const { bytes, weightBytes, externalData } = buildStageGraph(
       this.config,
       this.arch,
@@ -273,6 +316,7 @@ export class ModelRuntime {
       spec,
       this.quantizedCache?.quantizer,
     );
+    emit({ status: 'progress', progress: 50, loaded: 1, total: 2, elapsedMs: performance.now() - t0 });
     const session = await ort.InferenceSession.create(bytes, {
       externalData,
       executionProviders: ['cpu'],
@@ -290,7 +334,14 @@ export class ModelRuntime {
         },
       },
     });
-    return new Stage(spec, session, this.config, weightBytes, performance.now() - t0, this.runLock);
+    const stage = new Stage(spec, session, this.config, weightBytes, performance.now() - t0, this.runLock);
+    try {
+      emit({ status: 'done', elapsedMs: stage.buildMs });
+    } catch (error) {
+      await stage.release('STAGE_BUILD', 'its progress callback failed'); // the cache drops the failed build
+      throw error;
+    }
+    return stage;
   }
 
   /** Stages in the stage cache now (for timing and memory reports). */
@@ -325,6 +376,25 @@ export class ModelRuntime {
     await Promise.all(releases);
     this.tensors.close();
   }
+}
+
+/** load()'s progress: one 'initiate' → 'done' pair per file read, then 'ready'. */
+function loadProgress(name: string, onProgress: ProgressCallback | undefined) {
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw new ConfigError('RUNTIME_OPTIONS', `onProgress must be a function, got ${formatValue(onProgress, 100, 'js')}`);
+  }
+  const emit = onProgress ?? (() => undefined);
+  const t0 = performance.now();
+  return {
+    file<T>(file: string, read: () => T): T {
+      const t = performance.now();
+      emit({ status: 'initiate', name, file });
+      const value = read();
+      emit({ status: 'done', name, file, elapsedMs: performance.now() - t });
+      return value;
+    },
+    ready: () => emit({ status: 'ready', name, elapsedMs: performance.now() - t0 }),
+  };
 }
 
 function disposedError(): MexitError {

@@ -63,8 +63,8 @@ export class MexitGenerator {
 
   /** Loads a model directory; `options` holds runtime settings and default generation options. */
   static async fromPretrained(dir: string, options: GeneratorOptions = {}): Promise<MexitGenerator> {
-    const { threads, spinning, prepacking, cacheDir, maxStages, ...defaults } = options;
-    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir, maxStages });
+    const { threads, spinning, prepacking, cacheDir, maxStages, onProgress, ...defaults } = options;
+    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir, maxStages, onProgress });
     try {
       resolveOptions(runtime, defaults); // fail fast on bad defaults
     } catch (e) {

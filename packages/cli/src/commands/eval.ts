@@ -4,9 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { OptionsError } from '@mexit/core';
-import { ModelRuntime } from '@mexit/model';
 import { DEFAULT_EVAL_DATA_PATH, DEFAULT_EVAL_MAX_TOKENS, DEFAULT_LAMBADA_EXAMPLES, evaluate } from '@mexit/speculative/eval';
 import { COMMON_FLAGS, intFlag, parseFlags, resolveModelDir, type FlagSpec } from '../args.js';
+import { ProgressReporter } from '../progress.js';
 import { commandUsage, type CliIo } from '../render.js';
 
 export const EVAL_FLAGS: readonly FlagSpec[] = [
@@ -50,6 +50,7 @@ export interface EvalRequest {
   lambadaExamples?: number;
   threads?: number;
   json: boolean;
+  verbose: boolean;
 }
 
 export function parseEvalArgs(argv: string[]): EvalRequest | 'help' {
@@ -62,25 +63,29 @@ export function parseEvalArgs(argv: string[]): EvalRequest | 'help' {
     lambadaExamples: intFlag('lambada-examples', values['lambada-examples'] as string | undefined),
     threads: intFlag('threads', values.threads as string | undefined),
     json: values.json === true,
+    verbose: values.verbose === true,
   };
 }
 
 export async function runEval(request: EvalRequest, io: CliIo): Promise<number> {
   if (!existsSync(request.dataPath)) throw new OptionsError('DATA_MISSING', `evaluation data not found: ${request.dataPath}`);
-  const runtime = await ModelRuntime.load(request.modelDir, { threads: request.threads });
+  const progress = ProgressReporter.for(io, request.json, request.verbose);
+  const runtime = await progress.load(request.modelDir, { threads: request.threads });
   try {
     const report = await evaluate(runtime, {
       dataPath: request.dataPath,
       maxTokens: request.maxTokens,
       lambadaExamples: request.lambadaExamples,
       // Progress goes to stderr, so stdout stays one document.
-      onProgress: (message) => io.stderr.write(`eval: ${message}\n`),
+      onProgress: (message) => progress.line(`eval: ${message}`),
     });
     io.stdout.write(
       request.json ? `${JSON.stringify(report.json)}\n` : report.markdown.endsWith('\n') ? report.markdown : `${report.markdown}\n`,
     );
+    await progress.sessions(runtime);
     return 0;
   } finally {
+    progress.clear();
     await runtime.dispose();
   }
 }

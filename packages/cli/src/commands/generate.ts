@@ -2,7 +2,7 @@
  * `mexit generate`: one completion in any decoding mode, streamed as tokens are committed (draft-accepted
  * tokens coloured on a terminal), then a stats line on stderr; or one JSON document with --json.
  */
-import { MAX_NUM_SPECULATIONS, ModelRuntime, type ChatMessage } from '@mexit/model';
+import { MAX_NUM_SPECULATIONS, type ChatMessage } from '@mexit/model';
 import {
   CONFIDENCE_MEASURES,
   DECODING_MODES,
@@ -31,6 +31,7 @@ import {
   resolveModelDir,
   type FlagSpec,
 } from '../args.js';
+import { ProgressReporter } from '../progress.js';
 import { GREEN, RESET, commandUsage, statsLine, useColour, type CliIo } from '../render.js';
 
 const PROMPT = 'Prompt';
@@ -180,6 +181,7 @@ export interface GenerateRequest {
   options: GenerateOptions;
   threads?: number;
   json: boolean;
+  verbose: boolean;
 }
 
 /** Flags → GenerateOptions (value syntax checked here; ranges by resolveOptions against the model). */
@@ -277,12 +279,14 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
     options,
     threads: intFlag('threads', str('threads')),
     json: values.json === true,
+    verbose: values.verbose === true,
   };
 }
 
 /** Runs the request; returns the exit code. */
 export async function runGenerate(request: GenerateRequest, io: CliIo): Promise<number> {
-  const runtime = await ModelRuntime.load(request.modelDir, { threads: request.threads });
+  const progress = ProgressReporter.for(io, request.json, request.verbose);
+  const runtime = await progress.load(request.modelDir, { threads: request.threads });
   try {
     // The generator checks the options before it builds anything; the stats carry what was resolved.
     const generator = new MexitGenerator(runtime);
@@ -310,8 +314,10 @@ export async function runGenerate(request: GenerateRequest, io: CliIo): Promise<
     } else {
       io.stderr.write(`${statsLine(done.stats, runtime.numLayers)}\n`);
     }
+    await progress.sessions(runtime);
     return 0;
   } finally {
+    progress.clear(); // a build that failed must not leave its status line under the error
     await runtime.dispose();
   }
 }

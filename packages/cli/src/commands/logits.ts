@@ -2,7 +2,7 @@
  * `mexit logits`: next-token scores at the last prompt position: the full model, one exit (shared
  * exit on block l, or a checkpoint's layer-specific head), or ACD log-probs contrasting two exits.
  */
-import { ModelRuntime, type ExitHeadKind, type ExitSpec } from '@mexit/model';
+import type { ExitHeadKind, ExitSpec } from '@mexit/model';
 import { DEFAULT_ACD_ALPHA, DEFAULT_ACD_MINIMUM_CANDIDATES, defaultExitHead } from '@mexit/speculative';
 import { AutoContrast, checkContrastPair, encodePrompt } from '@mexit/speculative/lowlevel';
 import {
@@ -17,6 +17,7 @@ import {
   resolveModelDir,
   type FlagSpec,
 } from '../args.js';
+import { ProgressReporter } from '../progress.js';
 import { commandUsage, scoresSummary, type CliIo } from '../render.js';
 
 export const LOGITS_FLAGS: readonly FlagSpec[] = [
@@ -76,6 +77,7 @@ export interface LogitsRequest {
   exit: { layer: number; head: ExitHeadKind } | 'full';
   contrast?: { upper: number | 'original'; lower: number; alpha: number; minimumCandidates: number; head?: ExitHeadKind };
   json: boolean;
+  verbose: boolean;
 }
 
 /** Flags → request (UsageError on contradictions); model-dependent checks happen in runLogits. */
@@ -130,6 +132,7 @@ export function parseLogitsArgs(argv: string[]): LogitsRequest | 'help' {
       head: headKind,
     },
     json: values.json === true,
+    verbose: values.verbose === true,
   };
 }
 
@@ -137,7 +140,8 @@ export function parseLogitsArgs(argv: string[]): LogitsRequest | 'help' {
 export async function runLogits(request: LogitsRequest, io: CliIo): Promise<number> {
   // Validate the ACD options before loading anything (AutoContrast checks alpha / minimumCandidates).
   if (request.contrast) new AutoContrast(1, request.contrast);
-  const runtime = await ModelRuntime.load(request.modelDir, { threads: request.threads });
+  const progress = ProgressReporter.for(io, request.json, request.verbose);
+  const runtime = await progress.load(request.modelDir, { threads: request.threads });
   try {
     const L = runtime.numLayers;
     const ids = encodePrompt(runtime, request.prompt);
@@ -175,8 +179,10 @@ export async function runLogits(request: LogitsRequest, io: CliIo): Promise<numb
     }
     if (request.json) io.stdout.write(`${JSON.stringify({ [key]: Array.from(scores) })}\n`);
     else io.stdout.write(`prompt: ${ids.length} tokens\n${scoresSummary(scores, key, runtime.tokenizer, title)}`);
+    await progress.sessions(runtime);
     return 0;
   } finally {
+    progress.clear();
     await runtime.dispose();
   }
 }
