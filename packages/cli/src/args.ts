@@ -192,7 +192,7 @@ export const COMMON_FLAGS: readonly FlagSpec[] = [
     type: 'string',
     value: 'DIR',
     default: 'the bundled tinystories-ee model',
-    help: 'model directory (config.json + weights [+ tokenizer.json])',
+    help: 'model directory (config.json + weights [+ tokenizer.json]), or hub id org/name[@revision] (HF cache, fetched if missing)',
   },
   { name: 'threads', type: 'string', value: 'N', default: '1 per 16 MiB of weights', help: 'ONNX Runtime intra-op threads per session' },
   { name: 'json', type: 'boolean', help: 'print exactly one JSON document on stdout' },

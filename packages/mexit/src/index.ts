@@ -4,5 +4,13 @@
  * model's directory. Subpaths: `mexit/eval`, `mexit/drafters`, `mexit/lowlevel`, `mexit/cli`.
  */
 export * from '@mexit/speculative';
-export { ModelRuntime, MexitTokenizer, type ModelConfig, type RuntimeOptions, type ChatMessage } from '@mexit/model';
+export {
+  ModelRuntime,
+  MexitTokenizer,
+  type ModelConfig,
+  type RuntimeOptions,
+  type ProgressInfo,
+  type ProgressCallback,
+  type ChatMessage,
+} from '@mexit/model';
 export { modelDir as bundledModelDir } from '@mexit/tinystories-ee';

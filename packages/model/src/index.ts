@@ -4,4 +4,5 @@ export * from './stages.js';
 export * from './runtime.js';
 export * from './tokenizer.js';
 export * from './incremental-decoder.js';
+export * from './hub.js';
 export type { LinearQuantization } from './onnx/builder.js';

@@ -21,6 +21,7 @@ import { availableExits, validateExit, type ExitSpec } from './exits.js';
 import { buildStageGraph, RunLock, Stage, stageKey, validateStageSpec, type StageSpec } from './stages.js';
 import { QuantizedBlockCache } from './quantized-cache.js';
 import { MexitTokenizer } from './tokenizer.js';
+import { looksLikeHubId, resolveModelSource } from './hub.js';
 
 export interface RuntimeOptions {
   /**
@@ -71,7 +72,8 @@ export interface RuntimeOptions {
  * created), with `stage`.
  */
 export interface ProgressInfo {
-  status: 'initiate' | 'progress' | 'done' | 'ready';
+  /** 'download': load() of a hub id fetching a file the cache lacks (`file`, `loaded` of `total` bytes; name: the id). */
+  status: 'initiate' | 'progress' | 'done' | 'ready' | 'download';
   /** The model: the directory given to ModelRuntime.load. */
   name: string;
   /** File events: the file read, in that directory ('config.json', 'model.safetensors', 'tokenizer.json'). */
@@ -163,6 +165,11 @@ export class ModelRuntime {
    * shape (no weights are read until a stage is built).
    */
   static async load(dir: string, options: RuntimeOptions = {}): Promise<ModelRuntime> {
+    if (!existsSync(dir) && looksLikeHubId(dir)) {
+      // org/name[@revision]: its snapshot in the Hugging Face cache, downloaded first when missing (HF_* variables apply)
+      const name = dir;
+      dir = await resolveModelSource(name, { onProgress: (event) => options.onProgress?.({ ...event, name }) });
+    }
     if (!existsSync(dir)) throw new ConfigError('MODEL_DIR_MISSING', `model directory not found: ${dir}`);
     const progress = loadProgress(dir, options.onProgress);
     const config = progress.file('config.json', () => loadModelConfig(dir));
