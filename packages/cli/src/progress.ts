@@ -46,7 +46,11 @@ export class ProgressReporter {
   readonly onProgress = (info: ProgressInfo): void => {
     const { stage } = info;
     if (stage === undefined) {
-      if (info.status === 'initiate') this.status(`loading model: ${info.file}…`);
+      if (info.status === 'download') {
+        const total = info.total ?? 0;
+        const percent = total > 0 ? Math.floor((100 * (info.loaded ?? 0)) / total) : 0;
+        this.status(`downloading ${info.name}: ${info.file} ${percent}% of ${(total / 2 ** 20).toFixed(1)} MiB…`);
+      } else if (info.status === 'initiate') this.status(`loading model: ${info.file}…`);
       else if (info.status === 'done') this.files.push(`${info.file} ${ms(info.elapsedMs)}`);
       else if (info.status === 'ready') {
         this.clear();

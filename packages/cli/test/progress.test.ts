@@ -148,3 +148,17 @@ describe('mexit progress on stderr', () => {
     expect(run.stderr.startsWith(`${ERASE}loading model: config.json…${ERASE}error [`)).toBe(true);
   });
 });
+
+describe('hub downloads on the status line', () => {
+  it('a download event shows the file and its share; the line is erased afterwards', async () => {
+    const { ProgressReporter } = await import('../src/progress.js');
+    let stderr = '';
+    const io: CliIo = { stdout: { write: () => true }, stderr: { write: (s: string) => (stderr += s) }, isTTY: true, env: {} };
+    const reporter = new ProgressReporter(io, true, false);
+    const total = 3 * 2 ** 20;
+    reporter.onProgress({ status: 'download', name: 'org/tiny', file: 'model.safetensors', loaded: total / 2, total });
+    expect(stderr).toContain('downloading org/tiny: model.safetensors 50% of 3.0 MiB…');
+    reporter.onProgress({ status: 'ready', name: 'org/tiny', elapsedMs: 1 });
+    expect(stderr.endsWith(ERASE)).toBe(true);
+  });
+});

@@ -12,5 +12,9 @@ export {
   type ProgressInfo,
   type ProgressCallback,
   type ChatMessage,
+  resolveModelSource,
+  HubError,
+  type HubOptions,
+  type HubProgress,
 } from '@mexit/model';
 export { modelDir as bundledModelDir } from '@mexit/tinystories-ee';

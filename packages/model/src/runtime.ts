@@ -50,7 +50,9 @@ export interface RuntimeOptions {
    */
   cacheDir?: string;
   /**
-   * Most compiled stages (ORT sessions, each with its own copy of its layers' weights) kept at once. Default 16.
+   * Most compiled stages (ORT sessions, each with its own copy of its layers' weights) kept at once. Default
+   * defaultMaxStages(L) = max(16, 2·L + 8): room for CALM's per-exit chunk and propagation stages plus the
+   * other modes', so an evaluation that visits every mode does not rebuild them.
    * Past it, the least recently requested stage is evicted and its session released as soon as no call is
    * running on it, so trying many (exit layer, draft length, quantization) settings on one runtime keeps memory
    * bounded; a stage requested again is rebuilt (same weights, same logits). Stages held by a running
@@ -95,6 +97,11 @@ export type ResolvedRuntimeOptions = Required<Omit<RuntimeOptions, 'cacheDir' | 
   Pick<RuntimeOptions, 'cacheDir' | 'onProgress'>;
 
 export const DEFAULT_MAX_STAGES = 16;
+
+/** The default stage bound for an L-layer model (see RuntimeOptions.maxStages). */
+export function defaultMaxStages(numLayers: number): number {
+  return Math.max(DEFAULT_MAX_STAGES, 2 * numLayers + 8);
+}
 
 /** F32 weight bytes per default intra-op thread. */
 const BYTES_PER_THREAD = 16 * 2 ** 20;
@@ -180,7 +187,7 @@ export class ModelRuntime {
     const threads = options.threads ?? defaultThreads(checkpointBytes(tensors));
     if (!Number.isInteger(threads) || threads < 1)
       throw new ConfigError('RUNTIME_OPTIONS', `threads must be a positive integer, got ${threads}`);
-    const maxStages = options.maxStages ?? DEFAULT_MAX_STAGES;
+    const maxStages = options.maxStages ?? defaultMaxStages(config.numLayers);
     if (!Number.isInteger(maxStages) || maxStages < 1)
       throw new ConfigError('RUNTIME_OPTIONS', `maxStages must be a positive integer, got ${String(maxStages)}`);
     const { cacheDir } = options;
