@@ -159,7 +159,8 @@ function buildChainGraph(cfg: ModelConfig, arch: Architecture, w: WeightSource, 
 }
 
 export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
-  if (typeof spec !== 'object' || spec === null) throw new OptionsError('STAGE_SPEC', `a stage spec must be an object, got ${formatValue(spec, 100, 'js')}`);
+  if (typeof spec !== 'object' || spec === null)
+    throw new OptionsError('STAGE_SPEC', `a stage spec must be an object, got ${formatValue(spec, 100, 'js')}`);
   const { from, to } = spec;
   if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > cfg.numLayers || from > to) {
     throw new OptionsError('STAGE_RANGE', `layer range [${from}, ${to}) is invalid for a ${cfg.numLayers}-layer model`);

@@ -213,7 +213,8 @@ describe('bad runtime requests', () => {
       [{ from: 0, to: 4, exits: [{ layer: 4, head: 'magic' }] }, 'STAGE_EXIT'],
       [{ from: 0, to: 4, propagate: 'yes' }, 'STAGE_SPEC'],
     ];
-    for (const [spec, code] of bad) expect(() => rt.stage(spec as never), JSON.stringify(spec)?.slice(0, 60)).toThrow(expect.objectContaining({ code }));
+    for (const [spec, code] of bad)
+      expect(() => rt.stage(spec as never), JSON.stringify(spec)?.slice(0, 60)).toThrow(expect.objectContaining({ code }));
     expect(rt.liveStages).toBe(0);
     await rt.dispose();
   });
