@@ -31,7 +31,6 @@ import {
 import { PickleDict, type UnpickleHooks, unpickle } from '../src/pickle.js';
 import { expectCheckpointError, expectMexitError } from './support/helpers.js';
 
-
 let tmp: string;
 let fifo: string | undefined;
 let fifoUnblocker: ChildProcess | undefined;
