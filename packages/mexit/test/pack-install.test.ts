@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const REPO = realpathSync(fileURLToPath(new URL('../../../', import.meta.url)));
-const PACKAGES = ['core', 'model', 'speculative', 'cli', 'tinystories-ee', 'mexit'];
-const NAMES = ['@mexit/core', '@mexit/model', '@mexit/speculative', '@mexit/cli', '@mexit/tinystories-ee', 'mexit'];
+const PACKAGES = ['core', 'model', 'speculative', 'server', 'cli', 'tinystories-ee', 'mexit'];
+const NAMES = ['@mexit/core', '@mexit/model', '@mexit/speculative', '@mexit/server', '@mexit/cli', '@mexit/tinystories-ee', 'mexit'];
 const PROMPT = 'Once upon a time';
 
 // Nothing of the repository or of the runner that started this test reaches the fresh project: no repo bins on

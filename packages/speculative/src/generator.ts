@@ -14,6 +14,7 @@ import { selfSpeculative } from './modes/self-spec.js';
 import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.js';
 import { encodePrompt, type Prompt } from './prompt.js';
 import { TokenSink } from './sink.js';
+import type { ModelInfo, TextGenerator } from './text-generator.js';
 import { StatsRecorder, type GenerationStats } from './stats.js';
 import { newPhaseTimes, now, TokenHistory, type DecodeState, type TokenBlock } from './state.js';
 
@@ -47,7 +48,11 @@ interface StageHold {
 /** An events() iterator dropped unfinished (never run to the end nor return()ed) releases its stages when collected. */
 const abandoned = new FinalizationRegistry<StageHold>((hold) => hold.release?.());
 
-export class MexitGenerator {
+/**
+ * The generator in this thread: stage runs block the event loop while they compute (use `WorkerGenerator`,
+ * or `loadGenerator`'s default, to keep the loop free).
+ */
+export class MexitGenerator implements TextGenerator {
   constructor(
     readonly runtime: ModelRuntime,
     readonly defaults: GenerateOptions = {},
@@ -59,6 +64,10 @@ export class MexitGenerator {
       );
     }
     if (typeof defaults !== 'object' || defaults === null) throw new OptionsError('INVALID_OPTION', 'default options must be an object');
+  }
+
+  get info(): ModelInfo {
+    return modelInfo(this.runtime);
   }
 
   /** Loads a model directory; `options` holds runtime settings and default generation options. */
@@ -137,6 +146,10 @@ export class MexitGenerator {
   /** Text → ids (with the tokenizer), chat messages → template → ids, ids validated (see prompt.ts). */
   encodePrompt(prompt: Prompt, addSpecialTokens?: boolean): number[] {
     return encodePrompt(this.runtime, prompt, addSpecialTokens);
+  }
+
+  async tokenize(prompt: Prompt, addSpecialTokens?: boolean): Promise<number[]> {
+    return this.encodePrompt(prompt, addSpecialTokens);
   }
 
   private async modeBlocks(o: ResolvedOptions, state: DecodeState): Promise<AsyncGenerator<TokenBlock>> {
@@ -231,6 +244,23 @@ export class MexitGenerator {
   async dispose(): Promise<void> {
     await this.runtime.dispose();
   }
+}
+
+/** A runtime's ModelInfo (plain data: the worker posts it to the main thread). */
+export function modelInfo(rt: ModelRuntime): ModelInfo {
+  const c = rt.config;
+  return {
+    dir: rt.dir,
+    modelType: c.modelType,
+    numLayers: c.numLayers,
+    vocabSize: c.vocabSize,
+    maxPositions: c.maxPositions,
+    eosTokenIds: [...c.eosTokenIds],
+    hasTokenizer: rt.tokenizer !== null,
+    hasChatTemplate: rt.tokenizer?.hasChatTemplate ?? false,
+    ...(c.recommendedExitLayer !== undefined && { recommendedExitLayer: c.recommendedExitLayer }),
+    ...(c.recommendedNumSpeculations !== undefined && { recommendedNumSpeculations: c.recommendedNumSpeculations }),
+  };
 }
 
 function disposedError(): MexitError {

@@ -14,6 +14,7 @@ export {
   type StopReason,
 } from './generator.js';
 export type { GenerationStats } from './stats.js';
+export type { ModelInfo, TextGenerator } from './text-generator.js';
 export type { PhaseTimes } from './state.js';
 export {
   resolveOptions,
