@@ -14,6 +14,7 @@ import { rootUsage, type CliIo } from './render.js';
 import { generateUsage, parseGenerateArgs, runGenerate } from './commands/generate.js';
 import { logitsUsage, parseLogitsArgs, runLogits } from './commands/logits.js';
 import { evalUsage, parseEvalArgs, runEval } from './commands/eval.js';
+import { chatUsage, parseChatArgs, runChat } from './commands/chat.js';
 
 export type { CliIo } from './render.js';
 
@@ -52,6 +53,7 @@ const COMMANDS: readonly Command[] = [
   command('generate', 'generate a completion (self-spec, ar, early-exit, acd, calm)', generateUsage, parseGenerateArgs, runGenerate),
   command('logits', 'next-token logits of the full model, an exit, or ACD log-probs', logitsUsage, parseLogitsArgs, runLogits),
   command('eval', 'evaluate the model on a text file and print the report', evalUsage, parseEvalArgs, runEval),
+  command('chat', 'chat with the model through its chat template (a REPL; piped stdin works)', chatUsage, parseChatArgs, runChat),
 ];
 
 function version(): string {

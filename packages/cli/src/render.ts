@@ -14,6 +14,8 @@ export interface CliIo {
   stderrIsTTY?: boolean;
   /** Environment (NO_COLOR); default process.env. */
   env?: Record<string, string | undefined>;
+  /** Where `mexit chat` reads its lines; default process.stdin (tests pass a PassThrough). */
+  stdin?: NodeJS.ReadableStream;
 }
 
 /** Colour only on a terminal, and not when NO_COLOR is set to a non-empty value (no-color.org). */
