@@ -15,6 +15,8 @@ export {
 } from './generator.js';
 export type { GenerationStats } from './stats.js';
 export type { ModelInfo, TextGenerator } from './text-generator.js';
+export { loadGenerator, type LoadGeneratorOptions } from './load.js';
+export { WorkerGenerator, MAX_WORKERS, type WorkerGeneratorOptions } from './worker/worker-generator.js';
 export type { PhaseTimes } from './state.js';
 export {
   resolveOptions,
