@@ -129,7 +129,7 @@ describe('pnpm pack + npm install into a fresh project', () => {
 
   it("imports from 'mexit' and '@mexit/speculative' resolve to one copy and generate", () => {
     const script = `
-import { MexitGenerator, SelfSpeculativeGenerator, ModelRuntime, OptionsError, MexitError, bundledModelDir } from 'mexit';
+import { MexitGenerator, SelfSpeculativeGenerator, ModelRuntime, OptionsError, MexitError, bundledModelDir, loadGenerator, WorkerGenerator } from 'mexit';
 import { MexitGenerator as G } from '@mexit/speculative';
 import { DEFAULT_EVAL_DATA_PATH, evaluate } from 'mexit/eval';
 import { runCli } from 'mexit/cli';
@@ -139,11 +139,15 @@ await viaMexit.dispose();
 const viaSpeculative = new G(await ModelRuntime.load(bundledModelDir, { threads: 1 }));
 const b = await viaSpeculative.generate(${JSON.stringify(PROMPT)}, { maxNewTokens: 6 });
 await viaSpeculative.dispose();
+const inWorker = await loadGenerator(bundledModelDir, { threads: 1 });
+const c = await inWorker.generate(${JSON.stringify(PROMPT)}, { maxNewTokens: 6 });
+const worker = inWorker instanceof WorkerGenerator;
+await inWorker.dispose();
 let refused = '';
 try { await MexitGenerator.fromPretrained(bundledModelDir, { maxNewTokens: -1 }); } catch (e) { refused = e instanceof OptionsError && e instanceof MexitError ? e.code : String(e); }
 console.log(JSON.stringify({
   same: G === MexitGenerator && SelfSpeculativeGenerator === MexitGenerator,
-  a: a.ids, b: b.ids, text: a.text, refused, bundledModelDir, DEFAULT_EVAL_DATA_PATH,
+  a: a.ids, b: b.ids, c: c.ids, worker, text: a.text, refused, bundledModelDir, DEFAULT_EVAL_DATA_PATH,
   functions: [typeof evaluate, typeof runCli],
 }));
 `;
@@ -152,6 +156,8 @@ console.log(JSON.stringify({
     expect(out.same).toBe(true);
     expect(out.a).toHaveLength(6);
     expect(out.b).toEqual(out.a);
+    expect(out.c).toEqual(out.a); // the worker entry resolves inside the installed package
+    expect(out.worker).toBe(true);
     expect(out.text.length).toBeGreaterThan(0);
     expect(out.refused).toBe('INVALID_OPTION');
     expect(realpathSync(out.bundledModelDir)).toBe(realpathSync(installed('@mexit', 'tinystories-ee', 'model')));
