@@ -61,8 +61,12 @@ function startChat(args: string[]) {
 }
 
 describe('mexit chat process', () => {
-  it('Ctrl-C cuts the answer and keeps it out of the history; the next line gets a full answer; /exit → 0', async () => {
-    const chat = startChat(['--max-new-tokens', String(MAX), '--eos-ids', '', '--stats']);
+  // In a worker the main loop is free; in-process the signal is handled between stage calls.
+  it.each([
+    ['worker', []],
+    ['--in-process', ['--in-process']],
+  ])('Ctrl-C cuts the answer and keeps it out of the history; the next line gets a full answer; /exit → 0 (%s)', async (_, flags) => {
+    const chat = startChat(['--max-new-tokens', String(MAX), '--eos-ids', '', '--stats', ...flags]);
     chat.child.stdin.write('Once upon a time\n');
     await chat.until((o) => o.stdout.length > 0); // the answer has started
     chat.child.kill('SIGINT');

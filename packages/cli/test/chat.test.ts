@@ -62,12 +62,15 @@ const assistant = (content: string): ChatMessage => ({ role: 'assistant', conten
 const answer = async (messages: ChatMessage[], options = OPTIONS) => (await generator.generate(messages, options)).text;
 
 describe('mexit chat: conversation', () => {
-  it('answers each line with the whole history as the prompt; EOF ends with 0', async () => {
+  it.each([
+    ['worker', []],
+    ['--in-process', ['--in-process']],
+  ])('answers each line with the whole history as the prompt; EOF ends with 0 (%s)', async (_, flags) => {
     const first = await answer([user('Once upon a time')]);
     const second = await answer([user('Once upon a time'), assistant(first), user('The dog')]);
     // The history must matter, or this test could not tell a REPL with history from one without.
     expect(second).not.toBe(await answer([user('The dog')]));
-    const run = await chat(ARGS, ['Once upon a time', 'The dog']);
+    const run = await chat([...ARGS, ...flags], ['Once upon a time', 'The dog']);
     expect(run.code).toBe(0);
     expect(run.stdout).toBe(shown(first) + shown(second));
     expect(run.stderr).toBe('');

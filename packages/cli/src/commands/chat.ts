@@ -4,10 +4,11 @@
  * tokens in green on a terminal). Piped stdin works the same, without the prompt: a line in, an answer out,
  * exit at EOF. Ctrl-C stops an answer (the interrupted exchange is not kept); at an empty prompt it quits.
  */
-import { basename } from 'node:path';
+import { isAbsolute, relative } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { MexitError, OptionsError, TokenizerError } from '@mexit/core';
-import { MexitGenerator, type GenerateOptions, type TextGenerator } from '@mexit/speculative';
+import type { ProgressInfo } from '@mexit/model';
+import { loadGenerator, type GenerateOptions, type TextGenerator } from '@mexit/speculative';
 import { UsageError, parseFlags, type FlagSpec } from '../args.js';
 import { ProgressReporter } from '../progress.js';
 import { GREEN, RESET, commandUsage, statsLine, useColour, type CliIo } from '../render.js';
@@ -92,7 +93,7 @@ const HELP =
 
 /** Runs the REPL until /exit, EOF or Ctrl-C at the prompt; returns the exit code. */
 export async function runChat(request: ChatRequest, io: CliIo): Promise<number> {
-  const progress = ProgressReporter.for(io, false, request.verbose);
+  const progress = new TurnProgress(ProgressReporter.for(io, false, request.verbose));
   const generator = await loadChatGenerator(request, progress);
   try {
     const { info } = generator;
@@ -103,29 +104,65 @@ export async function runChat(request: ChatRequest, io: CliIo): Promise<number> 
         `${info.dir} has no chat template (tokenizer_config.json chat_template); use mexit generate for plain completion`,
       );
     }
-    return await repl(new ChatSession(generator, {}, request.system), generator, request, io);
+    return await repl(new ChatSession(generator, {}, request.system), generator, request, io, progress);
   } finally {
-    progress.clear();
+    progress.pause();
     await generator.dispose();
   }
 }
 
 /** The model, its load shown on the status line; the generation options are checked as its defaults. */
-async function loadChatGenerator(request: ChatRequest, progress: ProgressReporter): Promise<TextGenerator> {
+async function loadChatGenerator(request: ChatRequest, progress: TurnProgress): Promise<TextGenerator> {
   try {
-    // TODO(worker): loadGenerator(request.modelDir, { inProcess: request.inProcess, ... }) once it lands.
-    return await MexitGenerator.fromPretrained(request.modelDir, {
+    // A worker by default: the REPL's loop stays free for Ctrl-C and typed lines while tokens compute.
+    return await loadGenerator(request.modelDir, {
+      inProcess: request.inProcess,
       ...request.options,
       ...(request.threads !== undefined && { threads: request.threads }),
       onProgress: progress.onProgress,
     });
   } catch (error) {
-    progress.clear();
+    progress.pause();
     throw error;
   }
 }
 
-async function repl(session: ChatSession, generator: TextGenerator, request: ChatRequest, io: CliIo): Promise<number> {
+/**
+ * The status line, shown while the model loads and while an answer is being made, erased before any output. A
+ * stage build an interrupted answer left running finishes in the background and must not draw over the prompt.
+ */
+class TurnProgress {
+  private active = true;
+
+  constructor(private readonly reporter: ProgressReporter) {}
+
+  readonly onProgress = (info: ProgressInfo): void => {
+    if (this.active) this.reporter.onProgress(info);
+  };
+
+  resume(): void {
+    this.active = true;
+  }
+
+  /** Erases the status line and ignores progress until resume(). */
+  pause(): void {
+    this.active = false;
+    this.reporter.clear();
+  }
+
+  /** Erases the status line (before output), still listening. */
+  clear(): void {
+    this.reporter.clear();
+  }
+}
+
+async function repl(
+  session: ChatSession,
+  generator: TextGenerator,
+  request: ChatRequest,
+  io: CliIo,
+  progress: TurnProgress,
+): Promise<number> {
   const input = io.stdin ?? process.stdin;
   // Prompt, line editing and history only when a person is at a terminal; piped input gets a clean transcript.
   const interactive = (input as { isTTY?: boolean }).isTTY === true && io.isTTY === true;
@@ -146,10 +183,7 @@ async function repl(session: ChatSession, generator: TextGenerator, request: Cha
     else if (interactive && rl.line.length > 0) {
       rl.write(null, { ctrl: true, name: 'e' });
       rl.write(null, { ctrl: true, name: 'u' }); // Ctrl-C on a typed line clears it, as shells do
-    } else {
-      if (interactive) io.stdout.write('\n');
-      lines.close();
-    }
+    } else lines.close();
   };
   rl.on('SIGINT', onInterrupt);
   process.on('SIGINT', onInterrupt);
@@ -157,14 +191,20 @@ async function repl(session: ChatSession, generator: TextGenerator, request: Cha
   try {
     if (interactive) {
       const { info } = generator;
+      const shown = relative(process.cwd(), info.dir);
+      const where = shown === '' || shown.startsWith('..') || isAbsolute(shown) ? info.dir : shown;
       io.stderr.write(
-        `mexit chat · ${basename(info.dir)} (${info.modelType}, ${info.numLayers} layers, context ${info.maxPositions}) · /help for commands\n`,
+        `mexit chat · ${where} (${info.modelType}, ${info.numLayers} layers, context ${info.maxPositions}) · /help for commands\n`,
       );
     }
     for (;;) {
+      progress.pause();
       if (interactive) rl.prompt();
       const line = await lines.next();
-      if (line === null) return 0;
+      if (line === null) {
+        if (interactive) io.stdout.write('\n'); // Ctrl-D / Ctrl-C left the cursor after the prompt
+        return 0;
+      }
       const trimmed = line.trim();
       if (trimmed === '') continue;
       if (trimmed.startsWith('/') && !trimmed.startsWith('//')) {
@@ -180,17 +220,20 @@ async function repl(session: ChatSession, generator: TextGenerator, request: Cha
       const content = trimmed.startsWith('//') ? line.replace('//', '/') : line;
 
       answering = new AbortController();
+      progress.resume();
       let endsWithNewline = true;
       try {
         const turn = await session.say(
           content,
           (event) => {
             if (!event.text) return;
+            progress.clear();
             io.stdout.write(colour && event.fromDraft ? GREEN + event.text + RESET : event.text);
             endsWithNewline = event.text.endsWith('\n');
           },
           answering.signal,
         );
+        progress.clear();
         if (!endsWithNewline) io.stdout.write('\n');
         if (turn.dropped > 0 && !toldTrimming) {
           toldTrimming = true;
@@ -200,6 +243,7 @@ async function repl(session: ChatSession, generator: TextGenerator, request: Cha
         }
         if (request.stats) io.stderr.write(`${statsLine(turn.result.stats, generator.info.numLayers)}\n`);
       } catch (error) {
+        progress.pause();
         if (!endsWithNewline) io.stdout.write('\n');
         if (!(error instanceof MexitError)) throw error;
         if (error.code === 'ABORTED') io.stdout.write('[interrupted]\n');
