@@ -14,7 +14,7 @@ import { selfSpeculative } from './modes/self-spec.js';
 import { resolveOptions, type GenerateOptions, type ResolvedOptions } from './options.js';
 import { encodePrompt, type Prompt } from './prompt.js';
 import { TokenSink } from './sink.js';
-import type { ModelInfo, TextGenerator } from './text-generator.js';
+import { resultOf, textOf, type ModelInfo, type TextGenerator } from './text-generator.js';
 import { StatsRecorder, type GenerationStats } from './stats.js';
 import { newPhaseTimes, now, TokenHistory, type DecodeState, type TokenBlock } from './state.js';
 
@@ -85,21 +85,12 @@ export class MexitGenerator implements TextGenerator {
 
   /** Generates a completion and returns ids, text and statistics. */
   async generate(prompt: Prompt, options: GenerateOptions = {}): Promise<GenerationResult> {
-    let result: GenerationResult | undefined;
-    const events = this.events(prompt, options, (r) => (result = r));
-    for await (const _ of events) {
-      // consume
-    }
-    return result!;
+    return resultOf((onDone) => this.events(prompt, options, onDone));
   }
 
   /** Async iterator of text deltas, emitted as tokens are committed. */
-  async *stream(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult> {
-    let result: GenerationResult | undefined;
-    for await (const event of this.events(prompt, options, (r) => (result = r))) {
-      if (event.text) yield event.text;
-    }
-    return result!;
+  stream(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult> {
+    return textOf((onDone) => this.events(prompt, options, onDone));
   }
 
   /**

@@ -39,3 +39,24 @@ export interface TextGenerator {
   events(prompt: Prompt, options?: GenerateOptions, onDone?: (r: GenerationResult) => void): AsyncGenerator<GenerationEvent>;
   dispose(): Promise<void>;
 }
+
+/** The events() of a TextGenerator, bound to one prompt and options. */
+type EventSource = (onDone: (r: GenerationResult) => void) => AsyncGenerator<GenerationEvent>;
+
+/** generate() on top of events(): run to the end, return the result. */
+export async function resultOf(events: EventSource): Promise<GenerationResult> {
+  let result: GenerationResult | undefined;
+  for await (const _ of events((r) => (result = r))) {
+    // consume
+  }
+  return result!;
+}
+
+/** stream() on top of events(): the non-empty text deltas, then the result. */
+export async function* textOf(events: EventSource): AsyncGenerator<string, GenerationResult> {
+  let result: GenerationResult | undefined;
+  for await (const event of events((r) => (result = r))) {
+    if (event.text) yield event.text;
+  }
+  return result!;
+}

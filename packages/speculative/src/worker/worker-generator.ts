@@ -11,7 +11,7 @@ import type { ProgressCallback, RuntimeOptions } from '@mexit/model';
 import type { GenerationEvent, GenerationResult } from '../generator.js';
 import type { GenerateOptions } from '../options.js';
 import type { Prompt } from '../prompt.js';
-import type { ModelInfo, TextGenerator } from '../text-generator.js';
+import { resultOf, textOf, type ModelInfo, type TextGenerator } from '../text-generator.js';
 import { fromWire, type FromWorker, type ToWorker, type WireOptions, type WorkerInit } from './protocol.js';
 
 export interface WorkerGeneratorOptions extends RuntimeOptions, GenerateOptions {
@@ -251,19 +251,11 @@ export class WorkerGenerator implements TextGenerator {
   }
 
   async generate(prompt: Prompt, options: GenerateOptions = {}): Promise<GenerationResult> {
-    let result: GenerationResult | undefined;
-    for await (const _ of this.events(prompt, options, (r) => (result = r))) {
-      // consume
-    }
-    return result!;
+    return resultOf((onDone) => this.events(prompt, options, onDone));
   }
 
-  async *stream(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult> {
-    let result: GenerationResult | undefined;
-    for await (const event of this.events(prompt, options, (r) => (result = r))) {
-      if (event.text) yield event.text;
-    }
-    return result!;
+  stream(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult> {
+    return textOf((onDone) => this.events(prompt, options, onDone));
   }
 
   /** As MexitGenerator.events: one event per committed token; leaving the loop early aborts the generation. */
