@@ -164,6 +164,19 @@ describe('mexit chat: conversation', () => {
   });
 });
 
+describe('mexit chat: generation flags', () => {
+  it("passes generate's flags on: mode, stop strings, sampling with a seed", async () => {
+    const options: GenerateOptions = { maxNewTokens: MAX, mode: 'ar', stop: ['girl'], doSample: true, temperature: 0.9, seed: 7 };
+    const expected = await generator.generate([user('Once upon a time')], options);
+    expect(expected.stats.stopReason).toBe('stop-string'); // so a --stop that was not passed on would show
+    const flags = ['--mode', 'ar', '--stop', 'girl', '--do-sample', '--temperature', '0.9', '--seed', '7', '--stats'];
+    const run = await chat([...ARGS, ...flags], ['Once upon a time']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(shown(expected.text));
+    expect(run.stderr).toMatch(new RegExp(`^${expected.stats.newTokens} tokens? · .* · mode ar · stop: ${expected.stats.stopReason}\\n$`));
+  });
+});
+
 describe('mexit chat: colour', () => {
   it('colours draft-accepted tokens green on a terminal, and nothing with NO_COLOR', async () => {
     const first = await answer([user('Once upon a time')]);
