@@ -52,24 +52,10 @@ def run_cli(*args):
     return res.stdout
 
 
-def llama3_inv_freq(inv_freq, rs):
-    """HF's llama3 rope scaling of inv_freq (only needed for the llama32-tiny golden)."""
-    factor, low, high = rs['factor'], rs['low_freq_factor'], rs['high_freq_factor']
-    old = rs['original_max_position_embeddings']
-    wavelen = 2 * math.pi / inv_freq
-    scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
-    smooth = (old / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = ~(wavelen < old / high) & ~(wavelen > old / low)
-    return torch.where(medium, smoothed, scaled)
-
-
 def check_goldens():
     for name in ('llama2-tiny', 'llama32-tiny'):
         d = os.path.join(REPO, 'fixtures', 'goldens', name)
-        model, cfg = T.load_hf_dir(d)
-        if cfg.get('rope_scaling'):
-            model.inv_freq = llama3_inv_freq(model.inv_freq, cfg['rope_scaling'])
+        model, cfg = T.load_hf_dir(d)  # applies llama3 rope scaling (llama32-tiny)
         model.eval()
         g = T.load_safetensors(os.path.join(d, 'goldens.safetensors'))
         n = cfg['num_hidden_layers']

@@ -11,10 +11,13 @@ Sub-commands:
 See tools/train/README.md.
 """
 import argparse
+import contextlib
+import hashlib
 import json
 import math
 import os
 import random
+import resource
 import shutil
 import struct
 import subprocess
@@ -37,7 +40,9 @@ os.environ.setdefault('OPENBLAS_NUM_THREADS', _threads_from_argv(sys.argv))
 os.environ.setdefault('OMP_NUM_THREADS', _threads_from_argv(sys.argv))
 
 import torch  # noqa: E402
+import torch.distributed as dist
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -220,8 +225,18 @@ class LlamaEE(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         hd = cfg['hidden_size'] // cfg['num_attention_heads']
         inv_freq = 1.0 / (cfg['rope_theta'] ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        rs = cfg.get('rope_scaling')
+        if rs and (rs.get('rope_type') or rs.get('type')) == 'llama3':
+            inv_freq = llama3_inv_freq(inv_freq, rs)
         self.register_buffer('inv_freq', inv_freq, persistent=False)
+        self.activation_checkpointing = False
         self._init_weights()
+
+    def run_block(self, layer, x, cos, sin, mask):
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # Recompute the block in backward instead of storing its activations (non-reentrant: DDP-safe).
+            return torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, use_reentrant=False)
+        return layer(x, cos, sin, mask)
 
     def _init_weights(self):
         std = 0.02
@@ -232,7 +247,7 @@ class LlamaEE(nn.Module):
                 nn.init.normal_(p, 0.0, s)
 
     def rope(self, t):
-        pos = torch.arange(t, dtype=torch.float32)
+        pos = torch.arange(t, dtype=torch.float32, device=self.inv_freq.device)
         freqs = torch.outer(pos, self.inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos()[None, None], emb.sin()[None, None]
@@ -242,20 +257,20 @@ class LlamaEE(nn.Module):
         b, t = ids.shape
         x = self.model.embed_tokens(ids)
         cos, sin = self.rope(t)
-        mask = torch.full((t, t), float('-inf')).triu(1)
+        mask = torch.full((t, t), float('-inf'), device=ids.device).triu(1)
         collected = {}
         n_layers = len(self.model.layers)
         for i, layer in enumerate(self.model.layers):
             p = drop_probs[i] if drop_probs is not None else 0.0
             if p > 0.0:
-                keep = torch.rand(b) >= p
-                idx = keep.nonzero().squeeze(1)
+                keep = torch.rand(b) >= p  # CPU generator on every device: the same draws on CPU and GPU
+                idx = keep.nonzero().squeeze(1).to(x.device)
                 if idx.numel() == b:
-                    x = layer(x, cos, sin, mask)
+                    x = self.run_block(layer, x, cos, sin, mask)
                 elif idx.numel() > 0:  # dropped samples skip the block's residual update entirely
-                    x = x.index_copy(0, idx, layer(x.index_select(0, idx), cos, sin, mask))
+                    x = x.index_copy(0, idx, self.run_block(layer, x.index_select(0, idx), cos, sin, mask))
             else:
-                x = layer(x, cos, sin, mask)
+                x = self.run_block(layer, x, cos, sin, mask)
             if collect is not None and (i + 1) in collect and (i + 1) < n_layers:
                 collected[i + 1] = x
         return self.model.norm(x), collected
@@ -307,10 +322,19 @@ class Windows:
             raise SystemExit('corpus shorter than one window')
         self._epoch, self._perm = None, None
 
-    def batch(self, step, batch_size):
-        start = step * batch_size
+    def batch(self, step, batch_size, rank=0, world=1):
+        """The rows of global batch `step` that belong to `rank` of `world` processes.
+
+        The sample stream (one seeded permutation of the windows per epoch) does not depend on the world size:
+        global batch s is samples s·B .. s·B+B−1 and rank r reads its contiguous B/W of them — its own shard
+        of the token file for that step (DistributedSampler-style), so the data position is the step alone and
+        a resume at another world size continues the same stream."""
+        per = batch_size // world
+        return self.rows(step * batch_size + rank * per, per)
+
+    def rows(self, start, count):
         rows = []
-        for j in range(start, start + batch_size):
+        for j in range(start, start + count):
             epoch, k = divmod(j, self.n)
             if epoch != self._epoch:
                 g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
@@ -438,7 +462,7 @@ def evaluate(model, val_ids, seq_len, max_windows, batch_size=16):
     count = 0
     for s in range(0, n, batch_size):
         rows = [val_ids[w * seq_len:w * seq_len + seq_len + 1] for w in range(s, min(n, s + batch_size))]
-        x = torch.stack(rows)
+        x = torch.stack(rows).to(model.inv_freq.device)
         inp, tgt = x[:, :-1], x[:, 1:]
         final, hs = model(inp, None, collect=set(range(1, n_layers)))
         final_logits = model.head(final)
@@ -461,11 +485,29 @@ def fmt_list(xs, nd=3):
 # Training
 
 
-def training_data(args):
-    """Sequence length, train / validation ids, the window sampler, and the step count + warmup of the schedule."""
-    seq_len = args.seq_len or PRESETS[args.preset]['seq_len']
+def training_data(args, cfg):
+    """Sequence length, train / validation ids, the window sampler, and the step count + warmup of the schedule.
+    Refuses (before any step) a token file smaller than one batch or with ids outside the model's vocabulary."""
+    if args.seq_len:
+        seq_len = args.seq_len
+    elif getattr(args, 'init', None):
+        seq_len = min(256, cfg['max_position_embeddings'])
+    else:
+        seq_len = PRESETS[args.preset]['seq_len']
+    if seq_len > cfg['max_position_embeddings']:
+        raise SystemExit(f'--seq-len {seq_len} exceeds the model\'s max_position_embeddings {cfg["max_position_embeddings"]}')
     train_ids = load_ids(args.train_bin)
     val_ids = load_ids(args.val_bin) if args.val_bin else None
+    for name, ids in (('--train-bin', train_ids), ('--val-bin', val_ids)):
+        if ids is not None and len(ids) and int(ids.max()) >= cfg['vocab_size']:
+            raise SystemExit(f'{name}: token id {int(ids.max())} is outside the model\'s vocabulary '
+                             f'({cfg["vocab_size"]} ids): tokenized with another tokenizer?')
+    windows = (len(train_ids) - 1) // seq_len
+    if windows < args.batch_size:
+        raise SystemExit(f'--train-bin {args.train_bin}: {len(train_ids)} tokens = {windows} windows of {seq_len}+1, '
+                         f'fewer than one batch (--batch-size {args.batch_size})')
+    if val_ids is not None and len(val_ids) < seq_len + 1:
+        raise SystemExit(f'--val-bin {args.val_bin}: {len(val_ids)} tokens, fewer than one window of {seq_len}+1')
     data = Windows(train_ids, seq_len, args.seed)
     total_steps = args.steps if args.steps else max(1, int(args.epochs * data.n / args.batch_size))
     warmup = max(1, int(args.warmup_frac * total_steps))
@@ -527,50 +569,410 @@ def log_line(log_f, msg):
         log_f.flush()
 
 
+# ----------------------------------------------------------------------------------------------------------
+# HF Llama directories (--init) and tokenizer checks
+
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model',
+                   'vocab.json', 'merges.txt')
+
+
+def read_tokenizer(tok_dir):
+    """{'vocab_size': highest id + 1, 'eot_id': id of <|endoftext|> or None} of a tokenizer.json."""
+    path = os.path.join(tok_dir, 'tokenizer.json')
+    try:
+        with open(path, encoding='utf-8') as f:
+            tj = json.load(f)
+        vocab = tj['model']['vocab']
+        ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+        ids += [t['id'] for t in tj.get('added_tokens') or []]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f'--tokenizer-dir {tok_dir}: cannot read a HF tokenizer.json ({e})')
+    eot = next((t['id'] for t in tj.get('added_tokens') or [] if t.get('content') == EOT), None)
+    return {'vocab_size': max(ids) + 1, 'eot_id': eot}
+
+
+def check_vocab(tok, cfg, where):
+    if tok['vocab_size'] > cfg['vocab_size']:
+        raise SystemExit(f'tokenizer {where} has ids up to {tok["vocab_size"] - 1}, but the model\'s vocab_size is '
+                         f'{cfg["vocab_size"]}: the tokenizer does not belong to this checkpoint')
+
+
+def _hf_error(model_dir, msg):
+    return SystemExit(f'--init {model_dir}: {msg}')
+
+
+def read_hf_dir(model_dir):
+    """config + f32 tensors of an HF Llama directory (config.json + model.safetensors, or sharded
+    model.safetensors.index.json; BF16 / F16 / F32). A clear error for anything else."""
+    if not os.path.isdir(model_dir):
+        raise _hf_error(model_dir, 'not a directory')
+    try:
+        with open(os.path.join(model_dir, 'config.json')) as f:
+            cfg = json.load(f)
+    except OSError:
+        raise _hf_error(model_dir, 'no config.json (expected an HF Llama checkpoint directory)')
+    except ValueError as e:
+        raise _hf_error(model_dir, f'config.json is not valid JSON ({e})')
+    if not isinstance(cfg, dict):
+        raise _hf_error(model_dir, 'config.json is not a JSON object')
+    arch = cfg.get('architectures') or []
+    if cfg.get('model_type') != 'llama' and 'LlamaForCausalLM' not in arch:
+        raise _hf_error(model_dir, f'not a Llama checkpoint (model_type {cfg.get("model_type")!r}, architectures '
+                                   f'{arch!r}); --init takes LlamaForCausalLM directories')
+    for k in ('hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'vocab_size'):
+        if not isinstance(cfg.get(k), int) or cfg[k] <= 0:
+            raise _hf_error(model_dir, f'config.json: {k} must be a positive integer (got {cfg.get(k)!r})')
+    cfg = dict(cfg)
+    cfg.setdefault('num_key_value_heads', cfg['num_attention_heads'])
+    cfg.setdefault('rms_norm_eps', 1e-6)
+    cfg.setdefault('rope_theta', 10000.0)
+    cfg.setdefault('tie_word_embeddings', False)
+    cfg.setdefault('max_position_embeddings', 2048)
+    cfg.setdefault('initializer_range', 0.02)
+    if cfg['hidden_size'] % cfg['num_attention_heads'] or cfg['num_attention_heads'] % cfg['num_key_value_heads']:
+        raise _hf_error(model_dir, 'config.json: hidden_size / num_attention_heads / num_key_value_heads do not divide')
+    if cfg.get('head_dim', cfg['hidden_size'] // cfg['num_attention_heads']) != cfg['hidden_size'] // cfg['num_attention_heads']:
+        raise _hf_error(model_dir, 'config.json: head_dim ≠ hidden_size / num_attention_heads is not supported')
+    if cfg.get('attention_bias') or cfg.get('mlp_bias') or cfg.get('hidden_act', 'silu') != 'silu':
+        raise _hf_error(model_dir, 'config.json: biases or a non-silu activation are not supported')
+    rs = cfg.get('rope_scaling')
+    if rs and (rs.get('rope_type') or rs.get('type')) not in ('llama3', 'default'):
+        raise _hf_error(model_dir, f'config.json: rope_scaling {rs!r} is not supported (llama3 or none)')
+    index = os.path.join(model_dir, 'model.safetensors.index.json')
+    single = os.path.join(model_dir, 'model.safetensors')
+    if os.path.exists(index):
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)['weight_map']
+            shards = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise _hf_error(model_dir, f'malformed model.safetensors.index.json ({e})')
+    elif os.path.exists(single):
+        shards = ['model.safetensors']
+    else:
+        raise _hf_error(model_dir, 'no model.safetensors or model.safetensors.index.json (safetensors weights needed)')
+    tensors = {}
+    for shard in shards:
+        path = os.path.join(model_dir, shard)
+        if os.path.dirname(os.path.normpath(shard)) or not os.path.exists(path):
+            raise _hf_error(model_dir, f'shard {shard!r} named by the index is missing')
+        try:
+            tensors.update(load_safetensors(path))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, struct.error) as e:
+            raise _hf_error(model_dir, f'{shard} is not a readable safetensors file ({e})')
+    return cfg, {k: v.float() for k, v in tensors.items()}
+
+
+def load_into(model, tensors, cfg, where):
+    """Copies HF tensors into the model, every name and shape checked (a clear error, not a strict-load trace)."""
+    sd = {k: v for k, v in tensors.items()
+          if not k.startswith('name_to_lm_exit_head.') and not k.endswith('rotary_emb.inv_freq')}
+    if cfg.get('tie_word_embeddings') and 'lm_head.weight' not in sd and 'model.embed_tokens.weight' in sd:
+        sd['lm_head.weight'] = sd['model.embed_tokens.weight']
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd]
+    extra = [k for k in sd if k not in want]
+    if missing or extra:
+        raise SystemExit(f'{where}: the weights do not match config.json (missing {missing[:4]}{"…" if len(missing) > 4 else ""}, '
+                         f'unexpected {extra[:4]}{"…" if len(extra) > 4 else ""})')
+    for k, v in want.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise SystemExit(f'{where}: {k} has shape {list(sd[k].shape)}, config.json implies {list(v.shape)}')
+    model.load_state_dict(sd, strict=True)
+
+
+def llama3_inv_freq(inv_freq, rs):
+    """HF's llama3 rope scaling of inv_freq."""
+    factor, low, high = rs['factor'], rs['low_freq_factor'], rs['high_freq_factor']
+    old = rs['original_max_position_embeddings']
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Processes, devices, precision
+
+
+class Dist:
+    """One training process: world size, rank and device. Under torchrun (WORLD_SIZE > 1) it joins the process
+    group (gloo on CPU, NCCL on CUDA); a single process has no process group and runs exactly as before."""
+
+    def __init__(self, args):
+        self.world = int(os.environ.get('WORLD_SIZE', '1'))
+        self.rank = int(os.environ.get('RANK', '0'))
+        self.local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+        self.main = self.rank == 0
+        want = getattr(args, 'device', 'auto')
+        if want == 'auto':
+            want = 'cuda' if torch.cuda.is_available() else 'cpu'
+        if want == 'cuda':
+            if not torch.cuda.is_available():
+                raise SystemExit('--device cuda: torch sees no CUDA device (torch.cuda.is_available() is False)')
+            self.device = torch.device('cuda', self.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device('cpu')
+        accum = max(1, getattr(args, 'grad_accum', 1))
+        if args.batch_size % (self.world * accum):
+            raise SystemExit(
+                f'--batch-size {args.batch_size} is not divisible by world size {self.world} × --grad-accum {accum}: '
+                f'each of the {self.world} processes trains batch/(world·accum) rows per micro-step; use a '
+                f'multiple of {self.world * accum}')
+        self.group = False
+        if self.world > 1:
+            dist.init_process_group('nccl' if self.device.type == 'cuda' else 'gloo')
+            self.group = True
+
+    def mean(self, values):
+        """Mean over the ranks of a list of floats (all ranks get it)."""
+        if not self.group:
+            return list(values)
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return (t / self.world).tolist()
+
+    def from_main(self, values):
+        """Rank 0's list of floats on every rank (decisions taken by one clock: time budget, checkpoints)."""
+        if not self.group:
+            return list(values)
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        dist.broadcast(t, 0)
+        return t.tolist()
+
+    def gather(self, obj):
+        if not self.group:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.group:
+            dist.barrier()
+
+    def close(self):
+        if self.group:
+            dist.destroy_process_group()
+            self.group = False
+
+
+def autocast_context(device, precision):
+    """bf16 autocast (f32 master weights and optimizer state) or a no-op for f32."""
+    if precision == 'bf16':
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_precision(args, device):
+    p = getattr(args, 'precision', 'auto')
+    if p == 'auto':
+        return 'bf16' if device.type == 'cuda' else 'f32'
+    return p
+
+
+def memory_text(device):
+    """`rss 312MB` (current resident set of this process) and, on CUDA, `cuda_max 1.2GB` (max allocated)."""
+    try:
+        with open('/proc/self/statm') as f:
+            rss = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    text = f'rss {rss / 2**20:.0f}MB'
+    if device.type == 'cuda':
+        text += f' cuda_max {torch.cuda.max_memory_allocated(device) / 2**20:.0f}MB'
+    return text
+
+
+def param_checksum(model):
+    """sha256 over every parameter's bytes (state_dict order): equal on all ranks iff they are in sync."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_bytes(t))
+    return h.hexdigest()
+
+
+class EarlyExitObjective(nn.Module):
+    """The training forward: model + early-exit loss in one module, so that DDP sees every use of every
+    parameter (the shared head runs on every exit) inside its forward."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inp, tgt, drop, exits, weights, opts):
+        model, cfg = self.model, self.model.cfg
+        final, hs = model(inp, drop, collect=set(exits))
+        flat_tgt = tgt.reshape(-1)
+        final_logits = model.head(final).reshape(-1, cfg['vocab_size']).float()
+        ce_final = F.cross_entropy(final_logits, flat_tgt)
+        loss = ce_final
+        # Self-distillation target: the full model's own next-token distribution, not trained through the exits.
+        teacher = None
+        if opts['ee_distill'] > 0:
+            teacher = F.softmax(final_logits, dim=-1)
+            # --teacher-grad s lets a fraction s of the distillation gradient reach the full model (its
+            # distribution moves toward what the exits can predict); s = 0 is plain self-distillation.
+            s = opts['teacher_grad']
+            teacher = teacher.detach() + s * (teacher - teacher.detach()) if s else teacher.detach()
+        if exits and opts['exit_token_frac'] < 1.0:
+            # Early-exit CE on a random subset of positions (same for every exit): the head costs ~0.7 of a
+            # layer per token, so this trains every exit every step for a fraction of the compute.
+            n_tok = flat_tgt.numel()
+            pos = torch.randperm(n_tok)[:max(1, int(n_tok * opts['exit_token_frac']))].to(flat_tgt.device)
+        else:
+            pos = None
+        teacher_l = teacher.index_select(0, pos) if teacher is not None and pos is not None else teacher
+        ces = {}
+        for l in exits:
+            h_l = hs[l].reshape(-1, cfg['hidden_size'])
+            t_l = flat_tgt
+            if pos is not None:
+                h_l, t_l = h_l.index_select(0, pos), flat_tgt.index_select(0, pos)
+            logits_l = model.head(model.model.norm(h_l)).float()
+            ce_l = F.cross_entropy(logits_l, t_l)
+            exit_loss = ce_l
+            if teacher_l is not None:
+                # KL(p_final || p_exit): trains the exit to agree with the full model, which is exactly what
+                # self-speculative drafts need (acceptance = agreement with the verifier).
+                exit_loss = exit_loss + opts['ee_distill'] * F.kl_div(F.log_softmax(logits_l, dim=-1), teacher_l,
+                                                                     reduction='batchmean')
+            loss = loss + opts['ee_scale'] * weights[l] * exit_loss
+            ces[l] = ce_l.detach()
+        return loss, ce_final.detach(), ces
+
+
+RESUME_KEYS = ('mode', 'preset', 'num_hidden_layers', 'hidden_size', 'num_attention_heads', 'num_key_value_heads',
+               'intermediate_size', 'seq_len', 'batch_size', 'init')
+
+
+def check_resume_args(resume_state, args):
+    """A resume must train the checkpoint's model on the same batches: refuse another config before any step."""
+    old = resume_state.get('args', {})
+    diffs = []
+    for k in RESUME_KEYS:
+        a, b = old.get(k), getattr(args, k, None)
+        if k == 'init' and a:
+            a = os.path.abspath(a)
+        if k == 'init' and b:
+            b = os.path.abspath(b)
+        if a != b:
+            diffs.append(f'--{k.replace("_", "-")} {b!r} (checkpoint: {a!r})')
+    if diffs:
+        raise SystemExit('--resume: the checkpoint was trained with another config: ' + '; '.join(diffs) +
+                         '. Pass the original options or use a new --name / --run-dir.')
+
+
+def rank_seed(seed, rank, step):
+    """Seed of rank `rank`'s dropout / exit-position stream when it cannot come from a checkpoint."""
+    return (seed * 1000003 + rank * 7919 + step * 104729) % (2**63 - 1)
+
+
 def cmd_train(args):
     torch.set_num_threads(args.threads)
+    d = Dist(args)
+    try:
+        _train(args, d)
+    finally:
+        d.close()
+
+
+def _train(args, d):
     run_dir = args.run_dir or os.path.join(HERE, 'runs', args.name)
     os.makedirs(run_dir, exist_ok=True)
     ckpt_path = os.path.join(run_dir, 'ckpt-latest.pt')
-    log_f = open(os.path.join(run_dir, 'train.log'), 'a')
+    log_f = open(os.path.join(run_dir, 'train.log'), 'a') if d.main else None
+    log = (lambda msg: log_line(log_f, msg)) if d.main else (lambda msg: None)
 
     resume_state = None
     if args.resume:
         if not os.path.exists(ckpt_path):
             raise SystemExit(f'--resume: no checkpoint at {ckpt_path}')
-        resume_state = torch.load(ckpt_path)
-        log_line(log_f, f'resuming from {ckpt_path} at step {resume_state["step"]}')
-
-    tok_dir = args.tokenizer_dir
-    with open(os.path.join(tok_dir, 'tokenizer.json'), encoding='utf-8') as f:
-        tj = json.load(f)
-    eot_id = next(t['id'] for t in tj['added_tokens'] if t['content'] == EOT)
-    vocab_size = eot_id + 1
-    for fn in ('tokenizer.json', 'tokenizer_config.json'):
-        if os.path.abspath(os.path.join(tok_dir, fn)) != os.path.abspath(os.path.join(run_dir, fn)):
-            shutil.copy(os.path.join(tok_dir, fn), os.path.join(run_dir, fn))
+        resume_state = torch.load(ckpt_path, map_location='cpu')
+        check_resume_args(resume_state, args)
+        log(f'resuming from {ckpt_path} at step {resume_state["step"]} '
+            f'(written by {resume_state.get("world_size", 1)} process(es); now {d.world})')
 
     if args.mode == 'exit-heads':
+        args.base = args.base or args.init
+    # Tokenizer files: --tokenizer-dir, else those of the --init / --base directory (kept in the export).
+    tok_src = args.tokenizer_dir
+    for src_dir in (args.init, args.base):
+        if not tok_src and src_dir and os.path.exists(os.path.join(src_dir, 'tokenizer.json')):
+            tok_src = src_dir
+    tok = read_tokenizer(tok_src) if tok_src else None
+    if d.main and tok_src:
+        for fn in TOKENIZER_FILES:
+            src = os.path.join(tok_src, fn)
+            if os.path.exists(src) and os.path.abspath(src) != os.path.abspath(os.path.join(run_dir, fn)):
+                shutil.copy(src, os.path.join(run_dir, fn))
+
+    if args.mode == 'exit-heads':
+        if d.world > 1:
+            raise SystemExit('--mode exit-heads runs in one process (the heads are small); start it without torchrun')
         return train_exit_heads(args, run_dir, log_f, resume_state)
 
-    cfg = resume_state['config'] if resume_state else make_config(args.preset, args, vocab_size, eot_id)
-    seq_len, train_ids, val_ids, data, total_steps, warmup = training_data(args)
+    init_tensors = None
+    if resume_state:
+        cfg = resume_state['config']
+    elif args.init:
+        cfg, init_tensors = read_hf_dir(args.init)
+    else:
+        if tok is None:
+            raise SystemExit('train: --tokenizer-dir is required without --init')
+        if tok['eot_id'] is None:
+            raise SystemExit(f'--tokenizer-dir {tok_src}: no {EOT} token (a from-scratch model needs it as bos/eos)')
+        cfg = make_config(args.preset, args, tok['vocab_size'], tok['eot_id'])
+    if tok is not None:
+        check_vocab(tok, cfg, tok_src)
+    seq_len, train_ids, val_ids, data, total_steps, warmup = training_data(args, cfg)
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     model = LlamaEE(cfg)
+    if init_tensors is not None:
+        load_into(model, init_tensors, cfg, args.init)
+    model.activation_checkpointing = args.activation_checkpointing
+    model.to(d.device)
     opt = make_optimizer(list(model.named_parameters()), args.lr, args.weight_decay, (0.9, 0.95))
     step = 0
+    if d.world > 1:
+        # Every rank starts from the same weights (same seed; DDP also broadcasts rank 0's); the dropout and
+        # exit-position draws are per rank, from a per-rank stream.
+        torch.manual_seed(rank_seed(args.seed, d.rank, 0))
     if resume_state:
         model.load_state_dict(resume_state['model'])
         opt.load_state_dict(resume_state['optimizer'])
         step = resume_state['step']
         total_steps = resume_state['total_steps'] if not args.steps else total_steps
         warmup = resume_state['warmup']
-        torch.set_rng_state(resume_state['torch_rng'])
-        random.setstate(resume_state['py_rng'])
+        rngs = resume_state.get('rank_rng')
+        if resume_state.get('world_size', 1) == d.world and rngs:
+            torch.set_rng_state(rngs[d.rank][0])
+            random.setstate(rngs[d.rank][1])
+        elif resume_state.get('world_size', 1) == d.world == 1:
+            torch.set_rng_state(resume_state['torch_rng'])
+            random.setstate(resume_state['py_rng'])
+        else:  # another world size: the per-rank streams restart, seeded by (seed, rank, step)
+            torch.manual_seed(rank_seed(args.seed, d.rank, step))
+            random.seed(rank_seed(args.seed, d.rank, step))
+            log(f'world size changed ({resume_state.get("world_size", 1)} -> {d.world}): weights, optimizer, step, '
+                'schedule and data position resume exactly; layer-dropout / exit-position draws are re-seeded')
+    precision = resolve_precision(args, d.device)
+    objective = EarlyExitObjective(model)
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # find_unused_parameters: with layer dropout every sample of a rank's rows may skip a block.
+        objective = DDP(objective, device_ids=[d.device.index] if d.device.type == 'cuda' else None,
+                        find_unused_parameters=True)
     n_layers = cfg['num_hidden_layers']
     drop = layer_drop_probs(n_layers, args.layer_drop_max)
+    opts = {'ee_distill': args.ee_distill, 'teacher_grad': args.teacher_grad, 'exit_token_frac': args.exit_token_frac,
+            'ee_scale': args.ee_scale}
     # Time-budget mode: the cosine schedule follows elapsed wall time (so a shared, slow machine still ends the
     # schedule at the deadline); step-count mode is fully deterministic.
     budget_s = args.time_budget_min * 60 if args.time_budget_min else 0.0
@@ -584,29 +986,37 @@ def cmd_train(args):
             raise SystemExit('--schedule-restart needs --time-budget-min (the new phase\'s length)')
         train_elapsed = 0.0
     n_params = sum(p.numel() for p in model.parameters())
-    with open(os.path.join(run_dir, 'config.json'), 'w') as f:
-        json.dump(cfg, f, indent=2)
-    log_line(log_f, f'config {json.dumps(cfg)}')
-    log_line(log_f, f'params {n_params} train_tokens {len(train_ids)} windows {data.n} seq_len {seq_len} '
-                    f'batch {args.batch_size} steps {total_steps} (epochs {total_steps * args.batch_size / data.n:.2f}) '
-                    f'warmup {warmup} lr {args.lr} ee_scale {args.ee_scale} rotation {args.exit_rotation} exit_token_frac {args.exit_token_frac} '
-                    f'layer_drop {fmt_list(drop, 3)} args {vars(args)}')
+    if d.main:
+        with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+            json.dump(cfg, f, indent=2)
+    accum = max(1, args.grad_accum)
+    micro = args.batch_size // (d.world * accum)
+    log(f'config {json.dumps(cfg)}')
+    log(f'params {n_params} train_tokens {len(train_ids)} windows {data.n} seq_len {seq_len} '
+        f'batch {args.batch_size} (world {d.world} × accum {accum} × micro {micro}) device {d.device} '
+        f'precision {precision} steps {total_steps} (epochs {total_steps * args.batch_size / data.n:.2f}) '
+        f'warmup {warmup} lr {args.lr} ee_scale {args.ee_scale} rotation {args.exit_rotation} '
+        f'exit_token_frac {args.exit_token_frac} layer_drop {fmt_list(drop, 3)} args {plain_args(args)}')
 
-    def checkpoint(final=False):
-        state = {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
-                 'total_steps': total_steps, 'warmup': warmup, 'config': cfg, 'args': plain_args(args),
-                 'torch_rng': torch.get_rng_state(), 'py_rng': random.getstate(), 'mode': 'earlyexit',
-                 'train_elapsed': train_elapsed + (time.time() - t_seg), 'budget_s': budget_s}
-        save_checkpoint(run_dir, state)
-        msg = f'checkpoint step {step}'
-        if val_ids is not None:
-            t0 = time.time()
-            ev = evaluate(model, val_ids, seq_len, args.val_windows)
-            msg += (f' | val ce per exit {fmt_list(ev["ce"])} | agree-with-final {fmt_list(ev["agree"])}'
-                    f' | {ev["tokens"]} tokens {time.time() - t0:.1f}s')
-            with open(os.path.join(run_dir, 'val.jsonl'), 'a') as f:
-                f.write(json.dumps({'step': step, **ev}) + '\n')
-        log_line(log_f, msg)
+    def checkpoint():
+        rngs = d.gather((torch.get_rng_state(), random.getstate()))
+        if d.main:
+            state = {'model': model.state_dict(), 'optimizer': opt.state_dict(), 'step': step,
+                     'total_steps': total_steps, 'warmup': warmup, 'config': cfg, 'args': plain_args(args),
+                     'torch_rng': rngs[0][0], 'py_rng': rngs[0][1], 'rank_rng': rngs, 'world_size': d.world,
+                     'samples_seen': step * args.batch_size, 'mode': 'earlyexit',
+                     'train_elapsed': train_elapsed + (time.time() - t_seg), 'budget_s': budget_s}
+            save_checkpoint(run_dir, state)
+            msg = f'checkpoint step {step}'
+            if val_ids is not None:
+                t0 = time.time()
+                ev = evaluate(model, val_ids, seq_len, args.val_windows)
+                msg += (f' | val ce per exit {fmt_list(ev["ce"])} | agree-with-final {fmt_list(ev["agree"])}'
+                        f' | {ev["tokens"]} tokens {time.time() - t0:.1f}s')
+                with open(os.path.join(run_dir, 'val.jsonl'), 'a') as f:
+                    f.write(json.dumps({'step': step, **ev}) + '\n')
+            log(msg)
+        d.barrier()
 
     model.train()
     t_start = time.time()
@@ -614,12 +1024,18 @@ def cmd_train(args):
     t_seg = t_start  # wall time of this process segment; train_elapsed carries earlier segments (resume)
     last_ckpt = time.time()
     acc = {}  # running sums of CE per exit over the log interval
-    acc_n = {}
     tokens_since = 0
     t_log = time.time()
     while True:
+        # One clock decides (rank 0's): every rank runs the same steps and checkpoints together.
+        progress = (train_elapsed + time.time() - t_seg) / budget_s if budget_s else 0.0
+        due = 1.0 if time.time() - last_ckpt >= args.ckpt_minutes * 60 else 0.0
+        if d.world > 1:
+            progress, due = d.from_main([progress, due])
+        if due and step > first_step:
+            checkpoint()
+            last_ckpt = time.time()
         if budget_s:
-            progress = (train_elapsed + time.time() - t_seg) / budget_s
             if progress >= 1.0:
                 break
             lr = lr_at_progress(progress, args.lr, args.warmup_frac, args.final_lr_frac)
@@ -629,69 +1045,56 @@ def cmd_train(args):
             lr = lr_at(step, total_steps, args.lr, warmup, args.final_lr_frac)
         for g in opt.param_groups:
             g['lr'] = lr
-        inp, tgt = data.batch(step, args.batch_size)
         exits = active_exits(n_layers, step, args.exit_rotation) if args.ee_scale > 0 else []
-        final, hs = model(inp, drop, collect=set(exits))
-        flat_tgt = tgt.reshape(-1)
-        final_logits = model.head(final).reshape(-1, cfg['vocab_size'])
-        ce_final = F.cross_entropy(final_logits, flat_tgt)
-        loss = ce_final
         ws = exit_weights(exits, args.exit_weights, args.exit_focus, args.exit_focus_weight) if exits else {}
-        # Self-distillation target: the full model's own next-token distribution, not trained through the exits.
-        teacher = None
-        if args.ee_distill > 0:
-            teacher = F.softmax(final_logits, dim=-1)
-            # --teacher-grad s lets a fraction s of the distillation gradient reach the full model (its
-            # distribution moves toward what the exits can predict); s = 0 is plain self-distillation.
-            teacher = teacher.detach() + args.teacher_grad * (teacher - teacher.detach()) if args.teacher_grad else teacher.detach()
-        if exits and args.exit_token_frac < 1.0:
-            # Early-exit CE on a random subset of positions (same for every exit): the head costs ~0.7 of a
-            # layer per token, so this trains every exit every step for a fraction of the compute.
-            n_tok = flat_tgt.numel()
-            pos = torch.randperm(n_tok)[:max(1, int(n_tok * args.exit_token_frac))]
-        else:
-            pos = None
-        teacher_l = teacher.index_select(0, pos) if teacher is not None and pos is not None else teacher
-        for l in exits:
-            h_l = hs[l].reshape(-1, cfg['hidden_size'])
-            t_l = flat_tgt
-            if pos is not None:
-                h_l, t_l = h_l.index_select(0, pos), flat_tgt.index_select(0, pos)
-            logits_l = model.head(model.model.norm(h_l))
-            ce_l = F.cross_entropy(logits_l, t_l)
-            exit_loss = ce_l
-            if teacher_l is not None:
-                # KL(p_final || p_exit): trains the exit to agree with the full model, which is exactly what
-                # self-speculative drafts need (acceptance = agreement with the verifier).
-                exit_loss = exit_loss + args.ee_distill * F.kl_div(F.log_softmax(logits_l, dim=-1), teacher_l, reduction='batchmean')
-            loss = loss + args.ee_scale * ws[l] * exit_loss
-            acc[l] = acc.get(l, 0.0) + ce_l.item()
-            acc_n[l] = acc_n.get(l, 0) + 1
-        acc[n_layers] = acc.get(n_layers, 0.0) + ce_final.item()
-        acc_n[n_layers] = acc_n.get(n_layers, 0) + 1
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss, step_ce = 0.0, {}
+        for a in range(accum):
+            # Global batch `step`, rank r, micro-batch a: rows step·B + (r·accum + a)·micro ... (+ micro).
+            inp, tgt = data.rows(step * args.batch_size + (d.rank * accum + a) * micro, micro)
+            inp, tgt = inp.to(d.device), tgt.to(d.device)
+            sync = a == accum - 1 or d.world == 1
+            ctx = objective.no_sync() if not sync else contextlib.nullcontext()
+            with ctx:
+                with autocast_context(d.device, precision):
+                    loss, ce_final, ces = objective(inp, tgt, drop, exits, ws, opts)
+                (loss / accum if accum > 1 else loss).backward()
+            step_loss += loss.item() / accum
+            for l, v in ((n_layers, ce_final), *ces.items()):
+                step_ce[l] = step_ce.get(l, 0.0) + v.item() / accum
+            tokens_since += inp.numel() * d.world
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         step += 1
-        tokens_since += inp.numel()
+        for l, v in step_ce.items():
+            s, n = acc.get(l, (0.0, 0))
+            acc[l] = (s + v, n + 1)
         if step % args.log_every == 0:
+            keys = sorted(acc)
+            # Loss and CEs are the mean over the ranks (each rank's value is its rows' mean).
+            vals = d.mean([step_loss] + [acc[l][0] / acc[l][1] for l in keys])
             dt = time.time() - t_log
-            per_exit = ' '.join(f'{l}:{acc[l] / acc_n[l]:.3f}' for l in sorted(acc))
+            per_exit = ' '.join(f'{l}:{v:.3f}' for l, v in zip(keys, vals[1:]))
             if budget_s:
                 spent = train_elapsed + time.time() - t_seg
                 where = (f'step {step} (time {100 * spent / budget_s:.0f}%) elapsed {duration(time.time() - t_start)} '
                          f'eta {duration(budget_s - spent)}')
             else:
                 where = progress_text(step, total_steps, time.time() - t_start, step - first_step)
-            log_line(log_f, f'{where} lr {lr:.2e} loss {loss.item():.4f} ce_final {acc[n_layers] / acc_n[n_layers]:.4f} '
-                            f'gnorm {gnorm:.2f} tok/s {tokens_since / dt:.0f} | ce per exit {per_exit}')
-            acc, acc_n, tokens_since, t_log = {}, {}, 0, time.time()
-        if time.time() - last_ckpt >= args.ckpt_minutes * 60:
-            checkpoint()
-            last_ckpt = time.time()
-    checkpoint(final=True)
-    log_line(log_f, f'done: {step} steps in {time.time() - t_start:.0f}s')
+            log(f'{where} lr {lr:.2e} loss {vals[0]:.4f} ce_final {vals[1 + keys.index(n_layers)]:.4f} '
+                f'gnorm {gnorm:.2f} tok/s {tokens_since / dt:.0f} {memory_text(d.device)} | ce per exit {per_exit}')
+            acc, tokens_since, t_log = {}, 0, time.time()
+    checkpoint()
+    digest = param_checksum(model)
+    # Every rank writes its own checksum of the parameters after the last step: equal iff the ranks are in sync.
+    with open(os.path.join(run_dir, f'param-checksum.rank{d.rank}'), 'w') as f:
+        f.write(digest + '\n')
+    digests = d.gather(digest)
+    log(f'param checksum step {step} ' + ' '.join(f'rank{r}:{h[:16]}' for r, h in enumerate(digests)) +
+        (' (ranks in sync)' if len(set(digests)) == 1 else ' (RANKS DIVERGED)'))
+    log(f'done: {step} steps in {time.time() - t_start:.0f}s')
+    if len(set(digests)) != 1:
+        raise SystemExit('ranks ended with different parameters')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -699,14 +1102,9 @@ def cmd_train(args):
 
 
 def load_hf_dir(model_dir):
-    with open(os.path.join(model_dir, 'config.json')) as f:
-        cfg = json.load(f)
-    tensors = load_safetensors(os.path.join(model_dir, 'model.safetensors'))
+    cfg, tensors = read_hf_dir(model_dir)
     model = LlamaEE(cfg)
-    sd = {k: v.float() for k, v in tensors.items() if not k.startswith('name_to_lm_exit_head.')}
-    if cfg.get('tie_word_embeddings') and 'lm_head.weight' not in sd:
-        sd['lm_head.weight'] = sd['model.embed_tokens.weight']
-    model.load_state_dict(sd, strict=True)
+    load_into(model, tensors, cfg, model_dir)
     return model, cfg
 
 
@@ -714,6 +1112,11 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
     if not args.base:
         raise SystemExit('--mode exit-heads needs --base <exported HF model dir>')
     model, cfg = load_hf_dir(args.base)
+    if resume_state and os.path.abspath(resume_state.get('base', '')) != os.path.abspath(args.base):
+        raise SystemExit(f'--resume: the checkpoint trained heads on {resume_state.get("base")}, not {args.base}')
+    tok_dir = args.tokenizer_dir or (args.base if os.path.exists(os.path.join(args.base, 'tokenizer.json')) else None)
+    if tok_dir:
+        check_vocab(read_tokenizer(tok_dir), cfg, tok_dir)
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()  # frozen base: no layer dropout
@@ -731,7 +1134,7 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
                 h.weight.copy_(model.lm_head.weight)
             else:
                 nn.init.normal_(h.weight, 0.0, cfg.get('initializer_range', 0.02))
-    seq_len, train_ids, val_ids, data, total_steps, warmup = training_data(args)
+    seq_len, train_ids, val_ids, data, total_steps, warmup = training_data(args, cfg)
     torch.manual_seed(args.seed)
     opt = make_optimizer(list(heads.named_parameters()), args.lr, args.weight_decay, (0.9, 0.95))
     step = 0
@@ -829,8 +1232,7 @@ def cmd_export(args):
     cfg['torch_dtype'] = {'f16': 'float16', 'bf16': 'bfloat16', 'f32': 'float32'}[args.dtype]
     if state['mode'] == 'exit-heads':
         base = state['base']
-        tensors = {k: v.float() for k, v in load_safetensors(os.path.join(base, 'model.safetensors')).items()
-                   if not k.startswith('name_to_lm_exit_head.')}
+        tensors = {k: v for k, v in read_hf_dir(base)[1].items() if not k.startswith('name_to_lm_exit_head.')}
         for l, w in ((k.split('.')[0], v) for k, v in state['heads'].items()):
             tensors[f'name_to_lm_exit_head.lm_head_{l}.weight'] = w
     else:
@@ -841,14 +1243,14 @@ def cmd_export(args):
     save_safetensors(tensors, os.path.join(args.out, 'model.safetensors'), metadata={'format': 'pt'})
     with open(os.path.join(args.out, 'config.json'), 'w') as f:
         json.dump(cfg, f, indent=2)
-    for fn in ('tokenizer.json', 'tokenizer_config.json'):
+    for fn in TOKENIZER_FILES:  # the run's tokenizer files (from --tokenizer-dir, --init or --base), if any
         src = os.path.join(run_dir, fn)
         if not os.path.exists(src) and state['mode'] == 'exit-heads':
             src = os.path.join(state['base'], fn)
-        if os.path.abspath(src) != os.path.abspath(os.path.join(args.out, fn)):
+        if os.path.exists(src) and os.path.abspath(src) != os.path.abspath(os.path.join(args.out, fn)):
             shutil.copy(src, os.path.join(args.out, fn))
     exit_layer = args.exit_layer if args.exit_layer else max(1, n_layers // 4)
-    gen = {'bos_token_id': cfg['bos_token_id'], 'eos_token_id': cfg['eos_token_id'], 'do_sample': False,
+    gen = {'bos_token_id': cfg.get('bos_token_id'), 'eos_token_id': cfg.get('eos_token_id'), 'do_sample': False,
            'max_length': cfg['max_position_embeddings'],
            # Recommended self-speculative settings for the mexit engine (extra keys).
            'mexit_exit_layer': exit_layer, 'mexit_num_speculations': args.num_speculations,
@@ -895,7 +1297,18 @@ def main(argv=None):
     tp.add_argument('--mode', choices=['earlyexit', 'exit-heads'], default='earlyexit')
     tp.add_argument('--name', default='tinystories-ee', help='run name: checkpoints in tools/train/runs/<name>/')
     tp.add_argument('--run-dir', help='explicit run directory (overrides --name)')
-    tp.add_argument('--tokenizer-dir', required=True)
+    tp.add_argument('--tokenizer-dir', help='tokenizer.json (+ tokenizer_config.json) of the training ids '
+                    '(default with --init: the init directory\'s tokenizer files, if any)')
+    tp.add_argument('--init', help='start from this HF Llama directory (config.json + safetensors, sharded or not, '
+                    'BF16/F16/F32): continual pretraining / finetuning; with --mode exit-heads: the frozen base')
+    tp.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto',
+                    help='auto: cuda when torch sees a GPU (rank r of torchrun uses cuda:LOCAL_RANK), else cpu')
+    tp.add_argument('--precision', choices=['auto', 'f32', 'bf16'], default='auto',
+                    help='auto: bf16 autocast on cuda (f32 master weights and optimizer), f32 on cpu')
+    tp.add_argument('--grad-accum', type=int, default=1,
+                    help='micro-batches per optimizer step: each process runs batch/(world·N) rows N times')
+    tp.add_argument('--activation-checkpointing', action='store_true',
+                    help='recompute each block in backward instead of storing its activations')
     tp.add_argument('--train-bin', required=True, help='uint16 ids from `prepare`')
     tp.add_argument('--val-bin', help='uint16 validation ids (evaluated at every checkpoint)')
     tp.add_argument('--preset', choices=sorted(PRESETS), default='default')
