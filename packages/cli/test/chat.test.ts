@@ -13,7 +13,8 @@ import type { MexitError } from '@mexit/core';
 import type { ChatMessage } from '@mexit/model';
 import { MexitGenerator, type GenerateOptions } from '@mexit/speculative';
 import { modelDir } from '@mexit/tinystories-ee';
-import { runCli, type CliIo } from '../src/main.js';
+import type { CliIo } from '../src/main.js';
+import { cli, type Run } from './support/run-cli.js';
 import { GREEN, RESET } from '../src/render.js';
 
 const MAX = 12;
@@ -31,28 +32,18 @@ afterAll(async () => {
   for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** `mexit chat ARGV...` with `lines` on stdin, then EOF. */
-async function chat(argv: string[], lines: string[], extra: Partial<CliIo> = {}): Promise<Run> {
+function chat(argv: string[], lines: string[], extra: Partial<CliIo> = {}): Promise<Run> {
   const stdin = new PassThrough();
-  stdin.end(lines.map((l) => `${l}\n`).join(''));
-  let stdout = '';
-  let stderr = '';
-  const io: CliIo = {
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => (stderr += s) },
-    isTTY: false,
-    env: {},
-    stdin,
-    ...extra,
-  };
-  const code = await runCli(['chat', ...argv], io);
-  return { code, stdout, stderr };
+  stdin.end(
+    lines
+      .map(
+        (l) => `${l}
+`,
+      )
+      .join(''),
+  );
+  return cli(['chat', ...argv], { stdin, ...extra });
 }
 
 /** How the transcript shows one answer: its text, ended by a newline. */

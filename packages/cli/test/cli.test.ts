@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSafetensors, type TensorMap } from '@mexit/core';
-import { runCli, type CliIo } from '../src/main.js';
+import { cli, type Run } from './support/run-cli.js';
 import { parseGenerateArgs, GENERATE_FLAGS } from '../src/commands/generate.js';
 import { LOGITS_FLAGS } from '../src/commands/logits.js';
 import { GREEN } from '../src/render.js';
@@ -28,26 +28,6 @@ afterAll(() => {
   goldens.multi.close();
   for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
 });
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(argv: string[], extra: Partial<CliIo> = {}): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIo = {
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => (stderr += s) },
-    isTTY: false,
-    env: {},
-    ...extra,
-  };
-  const code = await runCli(argv, io);
-  return { code, stdout, stderr };
-}
 
 /** Parses stdout as exactly one JSON document on one line. */
 function oneJson(run: Run): Record<string, unknown> {

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ProgressInfo } from '@mexit/model';
 import { MexitGenerator } from '@mexit/speculative';
-import { runCli, type CliIo } from '../src/main.js';
+import type { CliIo } from '../src/main.js';
+import { cli } from './support/run-cli.js';
 
 const GPT2 = fileURLToPath(new URL('../../../fixtures/goldens/gpt2-tiny', import.meta.url));
 /** eval tokenizes its data: the bundled model has a tokenizer. */
@@ -24,20 +25,6 @@ const tmpDirs: string[] = [];
 afterAll(() => {
   for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
 });
-
-async function cli(argv: string[], extra: Partial<CliIo> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIo = {
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => (stderr += s) },
-    isTTY: false,
-    env: {},
-    ...extra,
-  };
-  const code = await runCli(argv, io);
-  return { code, stdout, stderr };
-}
 
 describe('onProgress through MexitGenerator.fromPretrained', () => {
   it('receives the load (files, ready), then the first generation builds its stage: initiate → progress → done', async () => {
