@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, OptionsError } from '@mexit/core';
 import { SelfSpeculativeGenerator, type GenerateOptions, type Prompt } from '@mexit/speculative';
+import { modelWork } from './support/model-work.js';
 
 const fixture = (path: string) => fileURLToPath(new URL(`../../../fixtures/${path}`, import.meta.url));
 const GPT2_TINY = fixture('goldens/gpt2-tiny');
@@ -63,12 +64,6 @@ async function expectOptionsError(
     expect((error as OptionsError).code).toBe(code);
     expect((error as OptionsError).message).toMatch(names);
   }
-}
-
-/** Stages built and session runs so far: both must stay 0 while only bad input is given. */
-async function modelWork(gen: SelfSpeculativeGenerator): Promise<{ stages: number; calls: number }> {
-  const stages = await gen.runtime.builtStages();
-  return { stages: stages.length, calls: stages.reduce((n, s) => n + s.calls, 0) };
 }
 
 const PROMPT = [10, 20, 30];

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MexitError, OptionsError } from '@mexit/core';
 import { MAX_NUM_SPECULATIONS } from '@mexit/model';
 import { MexitGenerator, resolveOptions, type GenerateOptions, type Prompt } from '@mexit/speculative';
+import { modelWork } from './support/model-work.js';
 
 const fixture = (path: string) => fileURLToPath(new URL(`../../../fixtures/${path}`, import.meta.url));
 const GPT2_TINY = fixture('goldens/gpt2-tiny'); // L = 4, vocab 512, 128 positions
@@ -46,11 +47,6 @@ async function expectRejected(gen: MexitGenerator, prompt: Prompt, options: Gene
   const error = await optionsError(gen, prompt, options);
   expect(error.code, error.message).toBe(code);
   expect(error.message).toMatch(message);
-}
-
-async function modelWork(gen: MexitGenerator): Promise<{ stages: number; calls: number }> {
-  const stages = await gen.runtime.builtStages();
-  return { stages: stages.length, calls: stages.reduce((n, s) => n + s.calls, 0) };
 }
 
 describe('options are type-checked, sizes bounded, before any model work (gpt2-tiny)', () => {
