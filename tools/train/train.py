@@ -962,6 +962,11 @@ def _train(args, d):
             random.seed(rank_seed(args.seed, d.rank, step))
             log(f'world size changed ({resume_state.get("world_size", 1)} -> {d.world}): weights, optimizer, step, '
                 'schedule and data position resume exactly; layer-dropout / exit-position draws are re-seeded')
+    if args.init and not resume_state and val_ids is not None and d.main:
+        ev = evaluate(model, val_ids, seq_len, args.val_windows)
+        log(f'init {args.init}: val ce per exit {fmt_list(ev["ce"])} | agree-with-final {fmt_list(ev["agree"])}')
+        with open(os.path.join(run_dir, 'val.jsonl'), 'a') as f:
+            f.write(json.dumps({'step': 0, 'init': args.init, **ev}) + '\n')
     precision = resolve_precision(args, d.device)
     objective = EarlyExitObjective(model)
     if d.world > 1:
@@ -1258,9 +1263,65 @@ def cmd_export(args):
            'transformers_version': '4.47.0'}
     with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:
         json.dump(gen, f, indent=2)
+    if args.sweep:
+        best = sweep_export(args, state, n_layers)
+        gen.update({'mexit_exit_layer': best['exitLayer'], 'mexit_num_speculations': best['numSpeculations'],
+                    'mexit_draft_quantization': 'none'})
+        with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:
+            json.dump(gen, f, indent=2)
     info = {'step': state['step'], 'total_steps': state['total_steps'], 'mode': state['mode']}
     print(json.dumps({'exported': args.out, **info, 'tensors': len(tensors),
                       'bytes': os.path.getsize(os.path.join(args.out, 'model.safetensors'))}))
+
+
+def sweep_prompts(args, state, cfg):
+    """Held-out prompts for the sweep: --sweep-prompts (a .json list of prompts, or uint16 ids like valid.bin),
+    else the run's --val-bin; from ids, --sweep-num-prompts windows of --sweep-prompt-len ids, evenly spaced."""
+    src = args.sweep_prompts or state.get('args', {}).get('val_bin')
+    if not src:
+        raise SystemExit('export --sweep: no held-out prompts (pass --sweep-prompts <ids .bin or prompts .json>; '
+                         'the run had no --val-bin)')
+    if src.endswith('.json'):
+        with open(src) as f:
+            return json.load(f)
+    ids = load_ids(src)
+    n, plen = args.sweep_num_prompts, args.sweep_prompt_len
+    if len(ids) < n * plen:
+        raise SystemExit(f'export --sweep: {src} has {len(ids)} ids, fewer than {n} prompts of {plen}')
+    if int(ids.max()) >= cfg['vocab_size']:
+        raise SystemExit(f'export --sweep: {src} has ids outside the vocabulary ({cfg["vocab_size"]})')
+    stride = len(ids) // n
+    return [ids[k * stride:k * stride + plen].tolist() for k in range(n)]
+
+
+def sweep_export(args, state, n_layers):
+    """Runs tools/train/sweep.mjs on the exported directory (the engine, measured) and returns the fastest
+    lossless (E, d); the whole measurement lands in <out>/mexit_sweep.json."""
+    cfg = state['config']
+    prompts = sweep_prompts(args, state, cfg)
+    prompts_path = os.path.join(args.out, 'mexit_sweep_prompts.json')
+    with open(prompts_path, 'w') as f:
+        json.dump(prompts, f)
+    if args.sweep_exits:
+        exits = args.sweep_exits
+    else:  # around E = L/4, the usual LayerSkip draft depth
+        q = max(1, n_layers // 4)
+        exits = ','.join(str(e) for e in sorted({q - 1, q, q + 1}) if 1 <= e < n_layers)
+    cmd = ['node', os.path.join(HERE, 'sweep.mjs'), args.out, prompts_path, '--exits', exits, '--drafts',
+           args.sweep_drafts, '--max-new-tokens', str(args.sweep_max_new_tokens), '--repeats', str(args.sweep_repeats)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f'export --sweep: {" ".join(cmd)} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}')
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    with open(os.path.join(args.out, 'mexit_sweep.json'), 'w') as f:
+        json.dump(out, f, indent=1)
+    os.remove(prompts_path)
+    best = out['best']
+    print(f'sweep: ar {out["ar"]["tokensPerSecond"]:.1f} tok/s; ' + ' '.join(
+        f'E{r["exitLayer"]}/d{r["numSpeculations"]}:{r["tokensPerSecond"]:.1f}{"" if r["lossless"] else "(LOSSY)"}'
+        for r in out['results']) + f'; best E={best["exitLayer"]} d={best["numSpeculations"]} '
+        f'({best["speedup"]:.2f}x)', file=sys.stderr)
+    return best
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1366,6 +1427,16 @@ def main(argv=None):
     ep.add_argument('--num-speculations', type=int, default=4, help='recommended draft length d')
     ep.add_argument('--draft-quantization', choices=['none', 'int8', 'int4'], default='none',
                     help='recommended storage of the draft layers (mexit draftQuantization)')
+    ep.add_argument('--sweep', action='store_true',
+                    help='measure self-spec in the engine (tools/train/sweep.mjs) for a few (E, d) on held-out prompts '
+                    'and record the fastest lossless one as mexit_exit_layer / mexit_num_speculations')
+    ep.add_argument('--sweep-prompts', help='held-out prompts: uint16 ids (.bin) or a .json list (default: the run\'s --val-bin)')
+    ep.add_argument('--sweep-exits', help='comma list of E (default: L/4 − 1, L/4, L/4 + 1)')
+    ep.add_argument('--sweep-drafts', default='1,2,3,4,6', help='comma list of d')
+    ep.add_argument('--sweep-num-prompts', type=int, default=4)
+    ep.add_argument('--sweep-prompt-len', type=int, default=16)
+    ep.add_argument('--sweep-max-new-tokens', type=int, default=32)
+    ep.add_argument('--sweep-repeats', type=int, default=2)
     ep.set_defaults(fn=cmd_export)
 
     args = ap.parse_args(argv)
