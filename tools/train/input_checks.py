@@ -201,15 +201,50 @@ def make_tokenized_init(out):
     check(int(ids.max()) == 511 and len(ids) > 40000, f'llama2-tiny-tok: 512-id tokenizer, {len(ids)} ids of text')
 
 
+def check_devices(out):
+    """--grad-accum, --activation-checkpointing and --precision bf16 (CPU autocast here; GPU untested)."""
+    tok = os.path.join(REPO, 'fixtures', 'models', 'tinystories-ee')
+    data = os.path.join(out, 'ids512-train.bin')
+    # Without layer dropout and with every exit position, a step uses no random draws: N micro-batches of
+    # B/N rows must give the full batch's update (up to float rounding of the summed gradients).
+    base = ['train', '--preset', 'smoke', '--tokenizer-dir', tok, '--train-bin', data, '--batch-size', '8',
+            '--steps', '10', '--lr', '3e-3', '--seed', '9', '--layer-drop-max', '0', '--log-every', '5', '--threads', '1']
+    states = {}
+    for name, extra in (('plain', []), ('accum', ['--grad-accum', '4']), ('ckpt', ['--activation-checkpointing']),
+                        ('ckpt-drop', ['--activation-checkpointing', '--layer-drop-max', '0.5', '--exit-token-frac', '0.5']),
+                        ('drop', ['--layer-drop-max', '0.5', '--exit-token-frac', '0.5']),
+                        ('bf16', ['--precision', 'bf16'])):
+        run = os.path.join(out, f'dev-{name}')
+        code, log = run_cli(*base, *extra, '--run-dir', run)
+        check(code == 0, f'--{name}: trains ({log.strip().splitlines()[-1] if log.strip() else ""})')
+        states[name] = torch.load(os.path.join(run, 'ckpt-latest.pt'))['model'] if code == 0 else None
+        if name == 'accum':
+            check('batch 8 (world 1 × accum 4 × micro 2)' in log and ' tok/s ' in log and ' rss ' in log,
+                  'log lines show world × accum × micro, tok/s and rss')
+    if all(states.values()):
+        diff = max((states['plain'][k] - states['accum'][k]).abs().max().item() for k in states['plain'])
+        check(diff < 1e-4, f'--grad-accum 4 equals the full batch up to rounding (max |Δw| {diff:.2e})')
+        same = all(torch.equal(states['plain'][k], states['ckpt'][k]) for k in states['plain'])
+        check(same, '--activation-checkpointing gives bit-identical weights')
+        same = all(torch.equal(states['drop'][k], states['ckpt-drop'][k]) for k in states['drop'])
+        check(same, '--activation-checkpointing with layer dropout gives bit-identical weights')
+        diff = max((states['plain'][k] - states['bf16'][k]).abs().max().item() for k in states['plain'])
+        dtypes = {v.dtype for v in states['bf16'].values()}
+        check(dtypes == {torch.float32} and 0 < diff < 0.05,
+              f'--precision bf16 keeps f32 master weights, close to f32 training (max |Δw| {diff:.2e})')
+    code, log = run_cli(*base, '--grad-accum', '3', '--run-dir', os.path.join(out, 'dev-bad'))
+    check(code != 0 and 'not divisible by world size 1 × --grad-accum 3' in log, '--grad-accum that does not divide the batch: refused')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--out', required=True)
-    ap.add_argument('--only', choices=['reader', 'bad-input', 'curricula'])
+    ap.add_argument('--only', choices=['reader', 'bad-input', 'devices', 'curricula'])
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(1)
-    if not os.path.exists(os.path.join(out, 'ids512.bin')):
+    if not os.path.exists(os.path.join(out, 'ids512-val.bin')):
         # Learnable ids below 512 (the goldens' vocabulary): TinyStories ids of the validation slice, mod 512.
         all_bin = os.path.join(out, 'all.bin')
         T.tokenize_file(os.path.join(REPO, 'fixtures', 'models', 'tinystories-ee'),
@@ -224,6 +259,8 @@ def main():
         check_reader(out)
     if args.only in (None, 'bad-input'):
         check_bad_input(out)
+    if args.only in (None, 'devices'):
+        check_devices(out)
     if args.only in (None, 'curricula') and hasattr(T, 'check_curricula'):
         T.check_curricula(check)
     if FAILURES:
