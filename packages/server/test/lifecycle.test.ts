@@ -1,0 +1,101 @@
+/**
+ * Admission and shutdown over the worker-backed generator (loadGenerator's default): a full queue answers
+ * 429 with Retry-After; close() refuses queued and new requests, lets the one in flight finish, and leaves
+ * the generator usable (the caller owns it); past the grace period an in-flight generation is aborted.
+ */
+import { fileURLToPath } from 'node:url';
+import { loadGenerator, type TextGenerator } from '@mexit/speculative';
+import { startServer } from '@mexit/server';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { HeldGenerator, until } from './support/gate.js';
+
+const MODEL = fileURLToPath(new URL('../../../fixtures/models/tinystories-ee', import.meta.url));
+const PROMPT = 'Once upon a time';
+
+let generator: TextGenerator;
+
+beforeAll(async () => {
+  generator = await loadGenerator(MODEL);
+});
+
+afterAll(async () => {
+  await generator?.dispose();
+});
+
+const sdk = (url: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+
+it('queue full → 429 with Retry-After; close(): queued → 503, new refused, in-flight completes', async () => {
+  const held = new HeldGenerator(generator, 1);
+  const server = await startServer({ generator: held, modelId: 'tiny', port: 0, maxConcurrent: 1, queueDepth: 1, log: () => {} });
+  const client = sdk(server.url);
+  const ask = () => client.completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 10, temperature: 0 });
+
+  const inFlight = ask();
+  await held.untilHeld(1);
+  const queued = ask().catch((e) => e);
+  await until(() => server.stats().queued === 1);
+  const full = await ask().catch((e) => e);
+  expect(full).toBeInstanceOf(OpenAI.RateLimitError);
+  expect(full.code).toBe('queue_full');
+  expect(full.headers.get('retry-after')).toBe('1');
+
+  const closing = server.close(60_000);
+  expect(server.stats().ready).toBe(false);
+  const refused = await queued;
+  expect(refused).toBeInstanceOf(OpenAI.APIError);
+  expect(refused.status).toBe(503);
+  expect(refused.code).toBe('shutting_down');
+  // A new request: refused at the door (the listener is closed) or answered 503.
+  const late = await fetch(`${server.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: 'tiny', prompt: PROMPT, max_tokens: 2 }),
+  }).then(
+    (r) => r.status,
+    () => 'refused',
+  );
+  expect([503, 'refused']).toContain(late);
+
+  held.open();
+  const done = await inFlight;
+  const expected = await generator.generate(await generator.tokenize(PROMPT), { maxNewTokens: 10 });
+  expect(done.choices[0].text).toBe(expected.text);
+  expect(done.usage?.completion_tokens).toBe(expected.ids.length);
+  await closing;
+  expect(server.stats().generations).toMatchObject({ completed: 1, shutdown: 0 });
+  // The generator is the caller's: still usable after the server closed.
+  expect((await generator.generate([1, 2, 3], { maxNewTokens: 2 })).ids).toHaveLength(2);
+});
+
+it('past the grace period an in-flight generation is aborted (503) and close() resolves', async () => {
+  // In this thread: a worker runs ahead of its consumer, so a held worker generation may already be complete.
+  const inThread = await loadGenerator(MODEL, { inProcess: true });
+  const held = new HeldGenerator(inThread, 1);
+  const server = await startServer({ generator: held, modelId: 'tiny', port: 0, log: () => {} });
+  const client = sdk(server.url);
+  const inFlight = client.completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 10, temperature: 0 }).catch((e) => e);
+  await held.untilHeld(1);
+  await server.close(50);
+  const error = await inFlight;
+  expect(error).toBeInstanceOf(OpenAI.APIError);
+  expect(error.status).toBe(503);
+  expect(server.stats()).toMatchObject({ inFlight: 0, generations: { shutdown: 1, completed: 0 } });
+  await inThread.dispose();
+});
+
+it('a worker-backed stream answers exactly what the JSON request does', async () => {
+  const server = await startServer({ generator, modelId: 'tiny', port: 0, log: () => {} });
+  try {
+    const client = sdk(server.url);
+    const messages = [{ role: 'user' as const, content: 'A story about a cat.' }];
+    const plain = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 12, temperature: 0 });
+    const stream = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 12, temperature: 0, stream: true });
+    let text = '';
+    for await (const c of stream) text += c.choices[0]?.delta.content ?? '';
+    expect(text).toBe(plain.choices[0].message.content);
+    expect(plain.choices[0].message.content).toBe((await generator.generate(messages, { maxNewTokens: 12 })).text);
+  } finally {
+    await server.close(0);
+  }
+});
