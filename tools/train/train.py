@@ -1,12 +1,13 @@
 #!/usr/bin/python3
-"""Early-exit training tool for mexit (PyTorch, CPU).
+"""Early-exit training tool for mexit (PyTorch 1.13+: CPU or CUDA, one process or torchrun DDP).
 
 Sub-commands:
   prepare  build the restricted GPT-2 BPE tokenizer files and tokenize the corpus (via node, see tokenize_corpus.mjs)
-  train    train a Llama model with the "llama3-earlyexit" recipe (layer dropout + early-exit loss), or
-           (--mode exit-heads) train layer-specific exit heads on a frozen base (IBM multi-exit recipe)
+  train    train a Llama model with the "llama3-earlyexit" recipe (layer dropout + early-exit loss; from scratch
+           or --init from an HF Llama directory; LayerSkip curricula), or (--mode exit-heads) train
+           layer-specific exit heads on a frozen base (IBM multi-exit recipe). Under torchrun: DDP.
   export   write an HF-style directory (config.json, model.safetensors F16, tokenizer files,
-           generation_config.json) from a run's latest checkpoint
+           generation_config.json) from a run's latest checkpoint; --sweep measures (E, d) in the engine
 
 See tools/train/README.md.
 """
@@ -279,24 +280,50 @@ class LlamaEE(nn.Module):
         return self.lm_head(normed)
 
 
-def layer_drop_probs(n_layers, p_max):
-    """llama3-earlyexit: p_l = p_max·(l/L)², l = 0..L-1 (first layer never drops); the last layer never drops."""
-    probs = [p_max * (l / n_layers) ** 2 for l in range(n_layers)]
-    probs[-1] = 0.0
+def layer_drop_probs(n_layers, p_max, depth='quadratic', time='constant', progress=0.0):
+    """Per-block layer-dropout probabilities p_{l,t} = S(t)·D(l)·p_max, l = 0..L-1 (block index).
+
+    depth D(l): 'quadratic' (the llama3-earlyexit seed recipe: D = (l/L)², and the last block never drops),
+    'exponential' (LayerSkip: D = e^{l·ln2/(L−1)} − 1, from 0 at the first block to 1 at the last), 'linear'
+    (l/(L−1)) or 'uniform' (1 for every block). time S(t): 'constant' (1: LayerSkip's finetuning / continual
+    pretraining setting) or 'exponential' (LayerSkip's pretraining from scratch: S = e^{t·ln2/(T−1)} − 1 = 2^p − 1
+    with p = t/(T−1) the training progress, from 0 to 1)."""
+    L = n_layers
+    if depth == 'quadratic':
+        dl = [(l / L) ** 2 for l in range(L)]
+    elif depth == 'exponential':
+        dl = [math.exp(l * math.log(2) / (L - 1)) - 1 if L > 1 else 0.0 for l in range(L)]
+    elif depth == 'linear':
+        dl = [l / (L - 1) if L > 1 else 0.0 for l in range(L)]
+    elif depth == 'uniform':
+        dl = [1.0] * L
+    else:
+        raise ValueError(f'layer-drop depth {depth!r}')
+    st = 1.0 if time == 'constant' else 2.0 ** min(1.0, max(0.0, progress)) - 1.0
+    probs = [min(1.0, st * d * p_max) for d in dl]
+    if depth == 'quadratic':
+        probs[-1] = 0.0
     return probs
 
 
-def active_exits(n_layers, step, rotation):
-    """Early exits (1-based block outputs, < L) trained at this step; rotation R trains every R-th exit,
-    with the offset moving each step (LayerSkip-style rotation). rotation <= 1: all exits every step."""
+def active_exits(n_layers, step, rotation, curriculum='all', progress=0.0):
+    """Early exits (1-based block outputs, < L) trained at this step.
+
+    'all' (rotation <= 1): every exit every step. 'rotational' (or 'all' with rotation R > 1, as before): every
+    R-th exit, the offset moving each step (LayerSkip's C_rot: exit l at step t iff (l + t) mod R = 0).
+    'gradual' (LayerSkip's C_grad): exits are switched on from the last to the first, one more every 1/(2L) of
+    training (p = progress in [0, 1]): at p the exits l ≥ L − min(L−1, 1 + ⌊2L·p⌋) train, all of them from p ≈ ½."""
     exits = list(range(1, n_layers))
+    if curriculum == 'gradual':
+        n_on = min(n_layers - 1, 1 + int(2 * n_layers * min(1.0, max(0.0, progress))))
+        return [l for l in exits if l >= n_layers - n_on]
     if rotation <= 1:
         return exits
     return [l for l in exits if (l + step) % rotation == 0]
 
 
 def exit_weights(exits, scheme='linear', focus=0, focus_weight=0.0):
-    """Normalised to sum 1. 'linear' (the seed recipe): w_l ∝ (l+1) with l the 0-based block index, i.e. ∝ the
+    """Normalised to sum 1 over the exits trained at the step. 'linear' (the seed recipe): w_l ∝ (l+1) with l the 0-based block index, i.e. ∝ the
     1-based exit number. 'uniform': every exit alike (more weight on the shallow exits drafts come from).
     focus > 0: exit `focus` (the draft exit) gets `focus_weight` of the total, the others share the rest."""
     if focus and focus in exits and focus_weight > 0:
@@ -304,6 +331,10 @@ def exit_weights(exits, scheme='linear', focus=0, focus_weight=0.0):
         return {**{l: (1 - focus_weight) * w for l, w in rest.items()}, focus: focus_weight if rest else 1.0}
     if scheme == 'uniform':
         return {l: 1.0 / len(exits) for l in exits}
+    if scheme == 'sum-l':  # torchtune's SUM_L: the cumulative sum of the exit numbers, s_l = 1 + 2 + … + l
+        raw = {l: l * (l + 1) / 2.0 for l in exits}
+        total = sum(raw.values())
+        return {l: v / total for l, v in raw.items()}
     total = float(sum(exits))
     return {l: l / total for l in exits}
 
@@ -975,7 +1006,10 @@ def _train(args, d):
         objective = DDP(objective, device_ids=[d.device.index] if d.device.type == 'cuda' else None,
                         find_unused_parameters=True)
     n_layers = cfg['num_hidden_layers']
-    drop = layer_drop_probs(n_layers, args.layer_drop_max)
+    if args.exit_curriculum == 'rotational' and args.exit_rotation < 2:
+        raise SystemExit('--exit-curriculum rotational needs --exit-rotation R ≥ 2 (every R-th exit per step)')
+    drop = layer_drop_probs(n_layers, args.layer_drop_max, args.layer_drop_depth, args.layer_drop_time, 0.0)
+    drop_end = layer_drop_probs(n_layers, args.layer_drop_max, args.layer_drop_depth, args.layer_drop_time, 1.0)
     opts = {'ee_distill': args.ee_distill, 'teacher_grad': args.teacher_grad, 'exit_token_frac': args.exit_token_frac,
             'ee_scale': args.ee_scale}
     # Time-budget mode: the cosine schedule follows elapsed wall time (so a shared, slow machine still ends the
@@ -1001,7 +1035,9 @@ def _train(args, d):
         f'batch {args.batch_size} (world {d.world} × accum {accum} × micro {micro}) device {d.device} '
         f'precision {precision} steps {total_steps} (epochs {total_steps * args.batch_size / data.n:.2f}) '
         f'warmup {warmup} lr {args.lr} ee_scale {args.ee_scale} rotation {args.exit_rotation} '
-        f'exit_token_frac {args.exit_token_frac} layer_drop {fmt_list(drop, 3)} args {plain_args(args)}')
+        f'exit_token_frac {args.exit_token_frac} exit_curriculum {args.exit_curriculum} exit_weights {args.exit_weights} '
+        f'layer_drop {args.layer_drop_depth}/{args.layer_drop_time} {fmt_list(drop, 3)}'
+        + (f' -> {fmt_list(drop_end, 3)}' if drop_end != drop else '') + f' args {plain_args(args)}')
 
     def checkpoint():
         rngs = d.gather((torch.get_rng_state(), random.getstate()))
@@ -1050,7 +1086,11 @@ def _train(args, d):
             lr = lr_at(step, total_steps, args.lr, warmup, args.final_lr_frac)
         for g in opt.param_groups:
             g['lr'] = lr
-        exits = active_exits(n_layers, step, args.exit_rotation) if args.ee_scale > 0 else []
+        # Training progress in [0, 1] for the curricula: the step over the schedule, or the time budget spent.
+        prog = min(1.0, progress) if budget_s else step / max(1, total_steps - 1)
+        if args.layer_drop_time != 'constant':
+            drop = layer_drop_probs(n_layers, args.layer_drop_max, args.layer_drop_depth, args.layer_drop_time, prog)
+        exits = active_exits(n_layers, step, args.exit_rotation, args.exit_curriculum, prog) if args.ee_scale > 0 else []
         ws = exit_weights(exits, args.exit_weights, args.exit_focus, args.exit_focus_weight) if exits else {}
         opt.zero_grad(set_to_none=True)
         step_loss, step_ce = 0.0, {}
@@ -1086,6 +1126,8 @@ def _train(args, d):
                          f'eta {duration(budget_s - spent)}')
             else:
                 where = progress_text(step, total_steps, time.time() - t_start, step - first_step)
+            if args.layer_drop_time != 'constant' or args.exit_curriculum == 'gradual':
+                where += f' drop_max_now {max(drop):.3f} exits_on {len(exits)}'
             log(f'{where} lr {lr:.2e} loss {vals[0]:.4f} ce_final {vals[1 + keys.index(n_layers)]:.4f} '
                 f'gnorm {gnorm:.2f} tok/s {tokens_since / dt:.0f} {memory_text(d.device)} | ce per exit {per_exit}')
             acc, tokens_since, t_log = {}, 0, time.time()
@@ -1389,11 +1431,20 @@ def main(argv=None):
     tp.add_argument('--final-lr-frac', type=float, default=0.1)
     tp.add_argument('--weight-decay', type=float, default=0.1)
     tp.add_argument('--grad-clip', type=float, default=1.0)
-    tp.add_argument('--layer-drop-max', type=float, default=0.5, help='p_l = max·(l/L)²')
+    tp.add_argument('--layer-drop-max', type=float, default=0.5, help='p_max of p_{l,t} = S(t)·D(l)·p_max')
+    tp.add_argument('--layer-drop-depth', choices=['quadratic', 'exponential', 'linear', 'uniform'], default='quadratic',
+                    help='D(l): quadratic (l/L)², last block never drops (seed recipe); exponential e^{l ln2/(L-1)} - 1 '
+                    '(LayerSkip); linear; uniform')
+    tp.add_argument('--layer-drop-time', choices=['constant', 'exponential'], default='constant',
+                    help='S(t): constant 1 (finetuning) or exponential 2^{t/(T-1)} - 1 (LayerSkip pretraining from scratch)')
+    tp.add_argument('--exit-curriculum', choices=['all', 'rotational', 'gradual'], default='all',
+                    help='which exits train at a step: all; rotational (every --exit-rotation R-th, rotating); '
+                    'gradual (last to first, one more every 1/(2L) of training)')
     tp.add_argument('--ee-scale', type=float, default=0.3, help='early-exit loss weight (0 disables exits)')
     tp.add_argument('--exit-rotation', type=int, default=1, help='train every R-th exit per step, rotating')
-    tp.add_argument('--exit-weights', choices=['linear', 'uniform'], default='linear',
-                    help="weights of the exits' losses: linear w_l ∝ l (seed recipe) or uniform")
+    tp.add_argument('--exit-weights', choices=['linear', 'uniform', 'sum-l'], default='linear',
+                    help="early-exit loss scales: linear w_l ∝ l (seed recipe), uniform, or sum-l w_l ∝ 1+…+l "
+                    "(torchtune's SUM_L); normalised over the exits trained at the step")
     tp.add_argument('--ee-distill', type=float, default=0.0,
                     help='add this × KL(full-model distribution || exit distribution) to each exit loss (self-distillation)')
     tp.add_argument('--exit-token-frac', type=float, default=1.0,
