@@ -20,8 +20,16 @@ if (!tokDir || !inputPath || !outputPath) {
 const tokenizerJson = JSON.parse(readFileSync(path.join(tokDir, 'tokenizer.json'), 'utf8'));
 const tokenizerConfig = JSON.parse(readFileSync(path.join(tokDir, 'tokenizer_config.json'), 'utf8'));
 const tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
-const eotToken = '<|endoftext|>';
-const eotId = tokenizerJson.added_tokens.find((t) => t.content === eotToken).id;
+// Story separator id: <|endoftext|> when the tokenizer has it (the shipped tokenizer), else the tokenizer's
+// eos_token (e.g. Llama's </s> or <|end_of_text|>, for `--init` checkpoints).
+const eosOf = (c) => (typeof c.eos_token === 'string' ? c.eos_token : c.eos_token?.content);
+const idOf = (content) =>
+  (tokenizerJson.added_tokens ?? []).find((t) => t.content === content)?.id ?? tokenizerJson.model?.vocab?.[content];
+const eotId = idOf('<|endoftext|>') ?? (eosOf(tokenizerConfig) !== undefined ? idOf(eosOf(tokenizerConfig)) : undefined);
+if (!Number.isInteger(eotId)) {
+  console.error(`${tokDir}: no <|endoftext|> token and no eos_token in tokenizer_config.json to separate stories with`);
+  process.exit(2);
+}
 
 const maxStories = maxStoriesArg ? Number(maxStoriesArg) : Infinity;
 const text = readFileSync(inputPath, 'utf8');

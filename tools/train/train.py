@@ -1271,7 +1271,10 @@ def train_exit_heads(args, run_dir, log_f, resume_state):
 
 def cmd_export(args):
     run_dir = args.run
-    state = torch.load(os.path.join(run_dir, 'ckpt-latest.pt'))
+    ckpt = os.path.join(run_dir, 'ckpt-latest.pt')
+    if not os.path.exists(ckpt):
+        raise SystemExit(f'export: no checkpoint at {ckpt}')
+    state = torch.load(ckpt, map_location='cpu')  # a GPU run's checkpoint exports on a CPU-only machine
     cfg = dict(state['config'])
     os.makedirs(args.out, exist_ok=True)
     n_layers = cfg['num_hidden_layers']
