@@ -15,6 +15,7 @@ import { generateUsage, parseGenerateArgs, runGenerate } from './commands/genera
 import { logitsUsage, parseLogitsArgs, runLogits } from './commands/logits.js';
 import { evalUsage, parseEvalArgs, runEval } from './commands/eval.js';
 import { chatUsage, parseChatArgs, runChat } from './commands/chat.js';
+import { parseServeArgs, runServe, serveUsage } from './commands/serve.js';
 
 export type { CliIo } from './render.js';
 
@@ -54,6 +55,7 @@ const COMMANDS: readonly Command[] = [
   command('logits', 'next-token logits of the full model, an exit, or ACD log-probs', logitsUsage, parseLogitsArgs, runLogits),
   command('eval', 'evaluate the model on a text file and print the report', evalUsage, parseEvalArgs, runEval),
   command('chat', 'chat with the model through its chat template (a REPL; piped stdin works)', chatUsage, parseChatArgs, runChat),
+  command('serve', 'serve the model over an OpenAI-compatible HTTP API', serveUsage, parseServeArgs, runServe),
 ];
 
 function version(): string {

@@ -308,8 +308,13 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
       clearTimeout(timer);
       res.off('close', onClose);
       release?.();
-      generations.delete(entry);
-      settle();
+      // close() destroys the remaining sockets once every entry settles: let this answer flush first.
+      if (res.writableFinished || res.destroyed) settle();
+      else {
+        res.once('finish', settle);
+        res.once('close', settle);
+      }
+      void entry.done.then(() => generations.delete(entry));
     }
   }
 
@@ -403,7 +408,6 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
     openStream();
     sse.send(chunk(endpoint, head, { finish: final.stats }, parsed.includeUsage));
     if (parsed.includeUsage) sse.send(usageChunk(endpoint, head, final.stats));
-    if (closing) res.setHeader('Connection', 'close');
     sse.done();
   }
 
