@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { describe, expect, it } from 'vitest';
+import { parseServeArgs } from '../src/commands/serve.js';
 import { cli } from './support/run-cli.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -30,6 +31,23 @@ describe('mexit serve flags', () => {
     ])
       expect(r.stdout).toContain(flag);
     expect((await cli(['--help'])).stdout).toMatch(/serve\s+serve the model over an OpenAI-compatible HTTP API/);
+  });
+
+  it('the default model id: the bundled model, a directory name, a hub id without its revision', () => {
+    const id = (argv: string[]) => (parseServeArgs(argv) as Exclude<ReturnType<typeof parseServeArgs>, 'help'>).modelId;
+    expect(id([])).toBe('tinystories-ee');
+    expect(id(['--model', `${ROOT}fixtures/goldens/gpt2-tiny/`])).toBe('gpt2-tiny');
+    expect(id(['--model', 'org/some-model@main'])).toBe('org/some-model');
+    expect(id(['--model-id', 'mine'])).toBe('mine');
+    const request = parseServeArgs(['--workers', '2', '--max-new-tokens', '9', '--mode', 'ar']);
+    expect(request).toMatchObject({
+      parallel: 2,
+      workers: 2,
+      queueDepth: 16,
+      port: 8080,
+      host: '127.0.0.1',
+      options: { mode: 'ar', maxNewTokens: 9 },
+    });
   });
 
   it('bad flags exit 2 with a typed code before any model work', async () => {

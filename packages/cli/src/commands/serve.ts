@@ -3,7 +3,8 @@
  * thread by default), prints one `listening on` line when ready, and on SIGTERM / SIGINT closes gracefully
  * (in-flight requests finish within the grace period), disposes the model and exits 0.
  */
-import { basename } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
 import { startServer, type MexitServer } from '@mexit/server';
 import { loadGenerator, type GenerateOptions, type TextGenerator } from '@mexit/speculative';
 import { UsageError, intFlag, numberFlag, parseFlags, type FlagSpec } from '../args.js';
@@ -52,7 +53,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     name: 'model-id',
     type: 'string',
     value: 'NAME',
-    default: 'the model directory name',
+    default: 'the model directory name (tinystories-ee for the bundled one), or the hub id',
     help: 'the model name clients send',
   },
   { group: SERVING, name: 'parallel', type: 'string', value: 'N', default: 'the worker count (1)', help: 'generations run at once' },
@@ -154,7 +155,7 @@ export function parseServeArgs(argv: string[]): ServeRequest | 'help' {
   const modelDir = parsed.modelDir;
   return {
     modelDir,
-    modelId: str('model-id') ?? (basename(modelDir.replace(/@.*$/, '').replace(/[/\\]+$/, '')) || 'mexit'),
+    modelId: str('model-id') ?? defaultModelId(str('model')),
     host: str('host') ?? '127.0.0.1',
     port,
     ...(apiKey !== undefined && { apiKey }),
@@ -168,6 +169,13 @@ export function parseServeArgs(argv: string[]): ServeRequest | 'help' {
     threads: parsed.threads,
     verbose: parsed.verbose,
   };
+}
+
+/** The bundled model: its package's name; a directory: its name; a hub id: the id without @revision. */
+function defaultModelId(given: string | undefined): string {
+  if (given === undefined) return 'tinystories-ee';
+  if (existsSync(given)) return basename(resolve(given)) || 'mexit';
+  return given.replace(/@[^/]*$/, '');
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1|\[::1\])$/;
