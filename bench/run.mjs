@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Benchmark runner: `node --expose-gc bench/run.mjs [--suite core|model|speculative|all] [--model DIR] [--quick]`
+ * Benchmark runner: `node --expose-gc bench/run.mjs [--suite core|model|speculative|serve|all] [--model DIR] [--quick]`
  * (`pnpm bench` builds first and runs every suite). Benches import the BUILT packages (packages/* /dist).
  *
  * Each suite produces one or more reports; every report is printed to stdout as Markdown and written to
@@ -21,11 +21,11 @@ const rootDir = path.dirname(benchDir);
 const resultsDir = path.join(benchDir, 'results');
 const BUNDLED_MODEL = path.join(rootDir, 'fixtures/models/tinystories-ee');
 const GOLDEN_MODEL = path.join(rootDir, 'fixtures/goldens/gpt2-tiny');
-const SUITES = ['core', 'model', 'speculative'];
+const SUITES = ['core', 'model', 'speculative', 'serve'];
 
 function usage(message) {
   if (message) console.error(`bench/run.mjs: ${message}`);
-  console.error('usage: node --expose-gc bench/run.mjs [--suite core|model|speculative|all] [--model DIR] [--quick]');
+  console.error('usage: node --expose-gc bench/run.mjs [--suite core|model|speculative|serve|all] [--model DIR] [--quick]');
   process.exit(2);
 }
 
@@ -362,6 +362,15 @@ async function runSpeculativeSuite(opts) {
   return [report];
 }
 
+async function runServeSuite(opts) {
+  const { benchServe } = await import('./serve.bench.mjs');
+  const started = performance.now();
+  const report = await benchServe(opts.model ?? BUNDLED_MODEL, { quick: opts.quick });
+  report.durationS = (performance.now() - started) / 1000;
+  report.loadAverageEnd = +os.loadavg()[0].toFixed(2);
+  return [report];
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   if (typeof globalThis.gc !== 'function')
@@ -369,7 +378,7 @@ async function main() {
   const machine = { ...machineInfo(), date: new Date().toISOString(), quick: opts.quick };
   const started = performance.now();
   const suites = opts.suite === 'all' ? SUITES : [opts.suite];
-  const runners = { core: runCoreSuite, model: runModelSuite, speculative: runSpeculativeSuite };
+  const runners = { core: runCoreSuite, model: runModelSuite, speculative: runSpeculativeSuite, serve: runServeSuite };
   const failures = [];
   for (const [i, suite] of suites.entries()) {
     console.log(`=== suite ${suite}${opts.quick ? ' (quick)' : ''} ===`);

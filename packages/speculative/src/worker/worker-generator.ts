@@ -45,9 +45,7 @@ class ModelWorker {
   private disposing: (() => void) | undefined;
 
   constructor(init: WorkerInit, onProgress: ProgressCallback | undefined, onDeath: (worker: ModelWorker) => void) {
-    // The caller's --input-type / --eval flags belong to its own entry, not to the worker's.
-    const execArgv = process.execArgv.filter((arg) => !/^--(input-type|eval|print)\b|^-[ep]$/.test(arg));
-    this.thread = new Worker(entryUrl(), { workerData: init, execArgv });
+    this.thread = startThread(init);
     let settle!: { resolve: (info: ModelInfo) => void; reject: (error: Error) => void };
     this.ready = new Promise<ModelInfo>((resolve, reject) => (settle = { resolve, reject }));
     this.ready.catch(() => undefined); // observed by whoever awaits it
@@ -321,6 +319,22 @@ function wireOptions(options: GenerateOptions, what: string): { signal?: AbortSi
 
 function disposedError(): MexitError {
   return new MexitError('DISPOSED', 'the generator (its model workers) was disposed');
+}
+
+/**
+ * The worker thread, with the caller's node flags except --input-type / --eval / --print, which belong to the
+ * caller's own entry. A list given explicitly is validated, and per-process flags (V8's --expose-gc, …) are
+ * refused there; they apply to every thread anyway, so the list is then dropped.
+ */
+function startThread(workerData: WorkerInit): Worker {
+  const execArgv = process.execArgv.filter((arg) => !/^--(input-type|eval|print)\b|^-[ep]$/.test(arg));
+  if (execArgv.length === process.execArgv.length) return new Worker(entryUrl(), { workerData });
+  try {
+    return new Worker(entryUrl(), { workerData, execArgv });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
+    return new Worker(entryUrl(), { workerData, execArgv: [] });
+  }
 }
 
 /** The built worker entry. Under vitest these sources run as .ts; the worker then runs the built file (the test setup builds). */
