@@ -56,10 +56,9 @@ export function fromEngineError(err: unknown, extensionParams: Record<string, st
     if (err.code === 'CONTEXT_OVERFLOW') return badRequest(err.message, 'max_tokens', 'context_length_exceeded');
     const name = /^([A-Za-z]+)/.exec(err.message)?.[1] ?? '';
     const promptCodes = ['EMPTY_PROMPT', 'INVALID_PROMPT', 'TOKEN_ID_RANGE', 'NO_TOKENIZER', 'NO_CHAT_TEMPLATE'];
+    const own = (table: Record<string, string>) => (Object.hasOwn(table, name) ? table[name] : undefined);
     const param =
-      extensionParams[name] ??
-      OPTION_PARAMS[name] ??
-      (promptCodes.includes(err.code) || err instanceof TokenizerError ? promptParam : null);
+      own(extensionParams) ?? own(OPTION_PARAMS) ?? (promptCodes.includes(err.code) || err instanceof TokenizerError ? promptParam : null);
     return badRequest(err.message, param, err.code);
   }
   const message = err instanceof MexitError ? `${err.code}: ${err.message}` : 'internal server error';

@@ -255,7 +255,7 @@ function parseExtension(ext: unknown): GenerateOptions {
   if (!isObject(ext)) throw wrongType('mexit', 'an object', ext);
   const options: Record<string, unknown> = {};
   for (const [field, value] of Object.entries(ext)) {
-    const key = MEXIT_FIELDS[field];
+    const key = Object.hasOwn(MEXIT_FIELDS, field) ? MEXIT_FIELDS[field] : undefined;
     if (!key)
       throw badRequest(
         `mexit.${field} is not a mexit option; known: ${Object.keys(MEXIT_FIELDS).join(', ')}`,

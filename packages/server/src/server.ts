@@ -180,7 +180,8 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let routeName = 'unmatched';
-    res.on('close', () => metrics.request(routeName, res.statusCode));
+    // A client gone before its answer is counted as nginx does, 499.
+    res.on('close', () => metrics.request(routeName, res.writableFinished ? res.statusCode : 499));
     try {
       const path = (req.url ?? '/').split('?')[0];
       const candidates = ROUTES.filter((r) => r.match(path) !== null);

@@ -83,6 +83,8 @@ describe('bad bodies → 400 naming the problem', () => {
     expectError(await completion({ seed: -1 }), 400, 'invalid_value', 'seed');
     expectError(await completion({ model: 7 }), 400, 'invalid_type', 'model');
     expectError(await completion({ mexit: { exit_layr: 2 } }), 400, 'unknown_parameter', 'mexit.exit_layr');
+    expectError(await completion({ mexit: JSON.parse('{"__proto__": {"mode": "ar"}}') }), 400, 'unknown_parameter', 'mexit.__proto__');
+    expectError(await completion({ mexit: { constructor: 1 } }), 400, 'unknown_parameter', 'mexit.constructor');
     expectError(await completion({ mexit: { mode: 'fast' } }), 400, 'INVALID_OPTION', 'mexit.mode');
     expectError(await completion({ prompt: '' }), 400, 'EMPTY_PROMPT', 'prompt');
     const chat = (messages: unknown) => post('/v1/chat/completions', JSON.stringify({ model: 'tiny', messages, max_tokens: 2 }));

@@ -68,6 +68,32 @@ it('queue full → 429 with Retry-After; close(): queued → 503, new refused, i
   expect((await generator.generate([1, 2, 3], { maxNewTokens: 2 })).ids).toHaveLength(2);
 });
 
+it('a queued client that disconnects leaves the queue; its place goes to the next', async () => {
+  const held = new HeldGenerator(generator, 1);
+  const server = await startServer({ generator: held, modelId: 'tiny', port: 0, maxConcurrent: 1, queueDepth: 1, log: () => {} });
+  try {
+    const client = sdk(server.url);
+    const ask = (signal?: AbortSignal) =>
+      client.completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 4, temperature: 0 }, { signal });
+    const running = ask();
+    await held.untilHeld(1);
+    const controller = new AbortController();
+    const gone = ask(controller.signal).catch((e) => e);
+    await until(() => server.stats().queued === 1);
+    controller.abort();
+    expect(await gone).toBeInstanceOf(Error);
+    await until(() => server.stats().queued === 0);
+    const next = ask(); // the freed queue place takes it (a full queue would answer 429)
+    await until(() => server.stats().queued === 1);
+    held.open();
+    expect((await running).usage?.completion_tokens).toBe(4);
+    expect((await next).usage?.completion_tokens).toBe(4);
+    expect(server.stats().generations.completed).toBe(2);
+  } finally {
+    await server.close(0);
+  }
+});
+
 it('past the grace period an in-flight generation is aborted (503) and close() resolves', async () => {
   // In this thread: a worker runs ahead of its consumer, so a held worker generation may already be complete.
   const inThread = await loadGenerator(MODEL, { inProcess: true });
