@@ -4,10 +4,11 @@
 // that every self-spec output equals the autoregressive one (lossless), and picks the (E, d) with the
 // highest measured speed (new tokens / wall time, best of --repeats runs over all prompts).
 // Usage: node tools/train/sweep.mjs <model-dir> <prompts.json> [--exits 1,2] [--drafts 1,2,3,4,6]
-//        [--max-new-tokens 32] [--repeats 2] [--threads 1]
+//        [--quantizations none,int8] [--max-new-tokens 48] [--repeats 3] [--threads 1]
 // prompts.json: a JSON array of prompts (strings, or arrays of token ids). Output (last stdout line): JSON
-// {ar: {tokensPerSecond}, results: [{exitLayer, numSpeculations, tokensPerSecond, speedup, acceptanceRate,
-// tokensPerRound, lossless}], best: {exitLayer, numSpeculations, ...}}.
+// {ar: {tokensPerSecond}, results: [{exitLayer, numSpeculations, draftQuantization, tokensPerSecond, speedup,
+// acceptanceRate, tokensPerRound, lossless}], best: {exitLayer, numSpeculations, draftQuantization, ...}}.
+// draftQuantization 'none' (default) drafts with the exact weights; 'int8' / 'int4' with quantized draft layers.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,8 +27,9 @@ const opt = (name, fallback) => {
 };
 const list = (s) => s.split(',').map((x) => Number.parseInt(x, 10));
 const prompts = JSON.parse(readFileSync(promptsPath, 'utf8'));
-const maxNewTokens = Number.parseInt(opt('--max-new-tokens', '32'), 10);
-const repeats = Number.parseInt(opt('--repeats', '2'), 10);
+const maxNewTokens = Number.parseInt(opt('--max-new-tokens', '48'), 10);
+const repeats = Number.parseInt(opt('--repeats', '3'), 10);
+const quantizations = opt('--quantizations', 'none').split(',');
 const threads = Number.parseInt(opt('--threads', '1'), 10);
 
 const gen = await MexitGenerator.fromPretrained(dir, { threads });
@@ -65,22 +67,30 @@ try {
   await measure({ mode: 'ar' }); // warm-up: builds the full-model stage
   const ar = await measure({ mode: 'ar' });
   const results = [];
-  for (const exitLayer of exits) {
-    for (const numSpeculations of drafts) {
-      const o = { mode: 'self-spec', exitLayer, numSpeculations, draftQuantization: 'none' };
-      await gen.generate(prompts[0], { ...o, maxNewTokens: 2 }); // warm-up: builds this split's stages
-      const m = await measure(o);
-      results.push({
-        exitLayer,
-        numSpeculations,
-        tokensPerSecond: m.tokensPerSecond,
-        speedup: m.tokensPerSecond / ar.tokensPerSecond,
-        acceptanceRate: m.drafted ? m.accepted / m.drafted : 0,
-        tokensPerRound: m.rounds ? m.tokens / m.rounds : 0,
-        lossless: JSON.stringify(m.ids) === JSON.stringify(ar.ids),
-      });
+  for (const draftQuantization of quantizations) {
+    for (const exitLayer of exits) {
+      for (const numSpeculations of drafts) {
+        const o = { mode: 'self-spec', exitLayer, numSpeculations, draftQuantization };
+        await gen.generate(prompts[0], { ...o, maxNewTokens: 2 }); // warm-up: builds this split's stages
+        const m = await measure(o);
+        results.push({
+          exitLayer,
+          numSpeculations,
+          draftQuantization,
+          tokensPerSecond: m.tokensPerSecond,
+          speedup: m.tokensPerSecond / ar.tokensPerSecond,
+          acceptanceRate: m.drafted ? m.accepted / m.drafted : 0,
+          tokensPerRound: m.rounds ? m.tokens / m.rounds : 0,
+          lossless: JSON.stringify(m.ids) === JSON.stringify(ar.ids),
+        });
+      }
     }
   }
+  // ar again after the self-spec runs: the faster of the two measurements is the baseline (a shared machine
+  // drifts; this keeps the speed-ups conservative).
+  const arAfter = await measure({ mode: 'ar' });
+  if (arAfter.tokensPerSecond > ar.tokensPerSecond) ar.tokensPerSecond = arAfter.tokensPerSecond;
+  for (const r of results) r.speedup = r.tokensPerSecond / ar.tokensPerSecond;
   const lossless = results.filter((r) => r.lossless);
   if (lossless.length === 0) throw new Error('no self-spec setting reproduced the autoregressive output');
   const best = lossless.reduce((a, b) => (b.tokensPerSecond > a.tokensPerSecond ? b : a));

@@ -1311,7 +1311,7 @@ def cmd_export(args):
     if args.sweep:
         best = sweep_export(args, state, n_layers)
         gen.update({'mexit_exit_layer': best['exitLayer'], 'mexit_num_speculations': best['numSpeculations'],
-                    'mexit_draft_quantization': 'none'})
+                    'mexit_draft_quantization': best['draftQuantization']})
         with open(os.path.join(args.out, 'generation_config.json'), 'w') as f:
             json.dump(gen, f, indent=2)
     info = {'step': state['step'], 'total_steps': state['total_steps'], 'mode': state['mode']}
@@ -1353,7 +1353,7 @@ def sweep_export(args, state, n_layers):
         q = max(1, n_layers // 4)
         exits = ','.join(str(e) for e in sorted({q - 1, q, q + 1}) if 1 <= e < n_layers)
     cmd = ['node', os.path.join(HERE, 'sweep.mjs'), args.out, prompts_path, '--exits', exits, '--drafts',
-           args.sweep_drafts, '--max-new-tokens', str(args.sweep_max_new_tokens), '--repeats', str(args.sweep_repeats)]
+           args.sweep_drafts, '--quantizations', args.sweep_quantization, '--max-new-tokens', str(args.sweep_max_new_tokens), '--repeats', str(args.sweep_repeats)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f'export --sweep: {" ".join(cmd)} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}')
@@ -1363,9 +1363,9 @@ def sweep_export(args, state, n_layers):
     os.remove(prompts_path)
     best = out['best']
     print(f'sweep: ar {out["ar"]["tokensPerSecond"]:.1f} tok/s; ' + ' '.join(
-        f'E{r["exitLayer"]}/d{r["numSpeculations"]}:{r["tokensPerSecond"]:.1f}{"" if r["lossless"] else "(LOSSY)"}'
+        f'E{r["exitLayer"]}/d{r["numSpeculations"]}/{r["draftQuantization"]}:{r["tokensPerSecond"]:.1f}{"" if r["lossless"] else "(LOSSY)"}'
         for r in out['results']) + f'; best E={best["exitLayer"]} d={best["numSpeculations"]} '
-        f'({best["speedup"]:.2f}x)', file=sys.stderr)
+        f'{best["draftQuantization"]} ({best["speedup"]:.2f}x)', file=sys.stderr)
     return best
 
 
@@ -1487,10 +1487,12 @@ def main(argv=None):
     ep.add_argument('--sweep-prompts', help='held-out prompts: uint16 ids (.bin) or a .json list (default: the run\'s --val-bin)')
     ep.add_argument('--sweep-exits', help='comma list of E (default: L/4 − 1, L/4, L/4 + 1)')
     ep.add_argument('--sweep-drafts', default='1,2,3,4,6', help='comma list of d')
-    ep.add_argument('--sweep-num-prompts', type=int, default=4)
+    ep.add_argument('--sweep-quantization', default='none',
+                    help='comma list of draft storages to measure: none (exact), int8, int4')
+    ep.add_argument('--sweep-num-prompts', type=int, default=8)
     ep.add_argument('--sweep-prompt-len', type=int, default=16)
-    ep.add_argument('--sweep-max-new-tokens', type=int, default=32)
-    ep.add_argument('--sweep-repeats', type=int, default=2)
+    ep.add_argument('--sweep-max-new-tokens', type=int, default=48)
+    ep.add_argument('--sweep-repeats', type=int, default=3)
     ep.set_defaults(fn=cmd_export)
 
     args = ap.parse_args(argv)

@@ -112,12 +112,37 @@ async function expectLossless(modelDir: string, prompts: (string | number[])[], 
 }
 
 describe('training tool: --init from an HF Llama directory', () => {
-  beforeAll(() => {
-    const res = python(['tools/train/input_checks.py', '--out', workDir]);
+  /** One section of tools/train/input_checks.py (its data and the init directories land in workDir). */
+  function inputChecks(section: string): string {
+    const res = python(['tools/train/input_checks.py', '--out', workDir, '--only', section]);
     const log = output(res);
     expect(res.status, log).toBe(0);
     expect(log).toContain('input_checks: all checks passed');
     expect(log).not.toContain('FAIL');
+    return log;
+  }
+
+  beforeAll(() => {
+    // Sharded BF16 / F16 copies of the goldens read back exactly and reproduce the goldens' logits; writes
+    // llama2-tiny-tok (a golden with a 512-id tokenizer) and the id files the tests below train on.
+    inputChecks('reader');
+  }, 90_000);
+
+  test('bad input is refused before any step (--init, tokenizer, token files, resume)', () => {
+    const log = inputChecks('bad-input');
+    expect(log.match(/^ok {3}/gm)?.length).toBeGreaterThanOrEqual(18);
+  }, 90_000);
+
+  test('--grad-accum, --activation-checkpointing and --precision bf16 (CPU autocast)', () => {
+    const log = inputChecks('devices');
+    expect(log).toContain('--activation-checkpointing gives bit-identical weights');
+    expect(log).toContain('--grad-accum 4 equals the full batch up to rounding');
+  }, 90_000);
+
+  test('the LayerSkip curricula: layer-dropout schedules, exit loss scales, rotational and gradual exits', () => {
+    const log = inputChecks('curricula');
+    expect(log).toContain('gradual: ');
+    expect(log).toContain('exit scales sum-l');
   }, 90_000);
 
   test('continual pretraining keeps the tokenizer and records the measured fastest (E, d)', async () => {
