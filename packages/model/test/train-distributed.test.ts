@@ -205,6 +205,22 @@ describe('training tool under torch.distributed (2 gloo processes)', () => {
     expect(ce.every((x) => x < 6.5)).toBe(true); // it continued from trained weights, not from scratch
   }, 120_000);
 
+  test('a time budget and gradient accumulation (DDP no_sync) keep the ranks on the same steps and in sync', async () => {
+    // The budget follows rank 0's clock (broadcast each step); without that the ranks would stop at different
+    // steps and the run would hang in a collective (the spawn timeout would then fail the test).
+    const runE = join(workDir, 'run-e');
+    const args = trainArgs(runE, ['--time-budget-min', '0.04', '--grad-accum', '2', '--layer-drop-max', '0.5']).filter(
+      (a, i, all) => a !== '--steps' && all[i - 1] !== '--steps',
+    );
+    const res = await torchrun(args);
+    const log = output(res);
+    expect(res.status, log).toBe(0);
+    expect(log).toContain('batch 8 (world 2 × accum 2 × micro 2)');
+    expect(log).toContain('(ranks in sync)');
+    const [rank0, rank1] = checksums(runE);
+    expect(rank1).toBe(rank0);
+  }, 120_000);
+
   test('a batch the world size does not divide is refused before any step', async () => {
     const runD = join(workDir, 'run-d');
     const bad = await torchrun(trainArgs(runD, ['--batch-size', '7']));
