@@ -1004,7 +1004,7 @@ def _train(args, d):
         from torch.nn.parallel import DistributedDataParallel as DDP
         # find_unused_parameters: with layer dropout every sample of a rank's rows may skip a block.
         objective = DDP(objective, device_ids=[d.device.index] if d.device.type == 'cuda' else None,
-                        find_unused_parameters=True)
+                        find_unused_parameters=True, broadcast_buffers=False)  # the only buffer (inv_freq) is constant
     n_layers = cfg['num_hidden_layers']
     if args.exit_curriculum == 'rotational' and args.exit_rotation < 2:
         raise SystemExit('--exit-curriculum rotational needs --exit-rotation R ≥ 2 (every R-th exit per step)')
