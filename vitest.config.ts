@@ -18,7 +18,7 @@ export default defineConfig({
       { find: /^@mexit\/speculative$/, replacement: src('speculative/src/index.ts') },
       { find: /^@mexit\/server$/, replacement: src('server/src/index.ts') },
       { find: /^@mexit\/cli$/, replacement: src('cli/src/index.ts') },
-      { find: /^mexit\/(eval|drafters|lowlevel|cli)$/, replacement: src('mexit/src/$1.ts') },
+      { find: /^mexit\/(eval|drafters|lowlevel|cli|server)$/, replacement: src('mexit/src/$1.ts') },
       { find: /^mexit$/, replacement: src('mexit/src/index.ts') },
     ],
   },

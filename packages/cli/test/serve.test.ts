@@ -70,6 +70,15 @@ describe('mexit serve flags', () => {
   });
 });
 
+describe('mexit serve with a model that fails to load', () => {
+  it('exits 2 with the typed error (the port it opened is closed again)', async () => {
+    const r = await cli(['serve', '--model', '/nonexistent/model-dir', '--port', '0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error \[MODEL_DIR_MISSING\]: model directory not found: \/nonexistent\/model-dir/);
+    expect(r.stderr).not.toMatch(/listening on/);
+  });
+});
+
 interface Served {
   child: ChildProcess;
   url: string;

@@ -1,7 +1,7 @@
 /**
  * mexit: the package users install. The generator API of @mexit/speculative (generators, options, results,
  * typed errors, multi-exit configuration), the model runtime and tokenizer of @mexit/model, and the bundled
- * model's directory. Subpaths: `mexit/eval`, `mexit/drafters`, `mexit/lowlevel`, `mexit/cli`.
+ * model's directory. Subpaths: `mexit/eval`, `mexit/drafters`, `mexit/lowlevel`, `mexit/server`, `mexit/cli`.
  */
 export * from '@mexit/speculative';
 export {

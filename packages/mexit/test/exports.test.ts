@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as cli from '@mexit/cli';
+import * as server from '@mexit/server';
 import * as model from '@mexit/model';
 import * as speculative from '@mexit/speculative';
 import * as speculativeDrafters from '@mexit/speculative/drafters';
@@ -16,6 +17,7 @@ import * as mexitCli from 'mexit/cli';
 import * as mexitDrafters from 'mexit/drafters';
 import * as mexitEval from 'mexit/eval';
 import * as mexitLowlevel from 'mexit/lowlevel';
+import * as mexitServer from 'mexit/server';
 import { describe, expect, it } from 'vitest';
 import { resolveModelDir } from '../../cli/src/args.js';
 
@@ -26,6 +28,7 @@ describe('mexit re-exports', () => {
     ['mexit/drafters', mexitDrafters, speculativeDrafters],
     ['mexit/lowlevel', mexitLowlevel, speculativeLowlevel],
     ['mexit/cli', mexitCli, cli],
+    ['mexit/server', mexitServer, server],
   ])('%s holds every export of the package it mirrors, as the same object', (_, ours, theirs) => {
     expect(Object.keys(theirs).length).toBeGreaterThan(0);
     for (const [key, value] of Object.entries(theirs)) expect(ours[key as keyof typeof ours], key).toBe(value);

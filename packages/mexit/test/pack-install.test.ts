@@ -133,6 +133,7 @@ import { MexitGenerator, SelfSpeculativeGenerator, ModelRuntime, OptionsError, M
 import { MexitGenerator as G } from '@mexit/speculative';
 import { DEFAULT_EVAL_DATA_PATH, evaluate } from 'mexit/eval';
 import { runCli } from 'mexit/cli';
+import { startServer } from 'mexit/server';
 const viaMexit = await SelfSpeculativeGenerator.fromPretrained(bundledModelDir, { threads: 1 });
 const a = await viaMexit.generate(${JSON.stringify(PROMPT)}, { maxNewTokens: 6 });
 await viaMexit.dispose();
@@ -148,7 +149,7 @@ try { await MexitGenerator.fromPretrained(bundledModelDir, { maxNewTokens: -1 })
 console.log(JSON.stringify({
   same: G === MexitGenerator && SelfSpeculativeGenerator === MexitGenerator,
   a: a.ids, b: b.ids, c: c.ids, worker, text: a.text, refused, bundledModelDir, DEFAULT_EVAL_DATA_PATH,
-  functions: [typeof evaluate, typeof runCli],
+  functions: [typeof evaluate, typeof runCli, typeof startServer],
 }));
 `;
     writeFileSync(join(project, 'check.mjs'), script);
@@ -162,7 +163,7 @@ console.log(JSON.stringify({
     expect(out.refused).toBe('INVALID_OPTION');
     expect(realpathSync(out.bundledModelDir)).toBe(realpathSync(installed('@mexit', 'tinystories-ee', 'model')));
     expect(realpathSync(out.DEFAULT_EVAL_DATA_PATH)).toBe(realpathSync(installed('@mexit', 'tinystories-ee', 'data', 'valid-small.txt')));
-    expect(out.functions).toEqual(['function', 'function']);
+    expect(out.functions).toEqual(['function', 'function', 'function']);
   }, 300_000);
 
   it('TypeScript resolves mexit, its subpaths and @mexit/speculative through the installed exports maps', () => {

@@ -18,8 +18,12 @@ import { chunk, fullResponse, modelObject, responseHead, usageChunk } from './re
 import { SseWriter } from './sse.js';
 
 export interface ServerOptions {
-  /** The loaded model; the server never disposes it (the caller owns it). */
-  generator: TextGenerator;
+  /**
+   * The model; the server never disposes it (the caller owns it). A promise (e.g. `loadGenerator(...)` not
+   * awaited) opens the port at once: /health answers, /ready and /v1 generation answer 503 with Retry-After
+   * until it resolves. A rejected load is logged and they keep answering 503 (the caller decides: `mexit serve` exits).
+   */
+  generator: TextGenerator | Promise<TextGenerator>;
   /** The model name /v1/models lists and requests must name. */
   modelId: string;
   /** Default '127.0.0.1'. */
@@ -106,8 +110,12 @@ function checkOptions(o: ServerOptions): void {
   const bad = (name: string, expected: string, v: unknown) =>
     new OptionsError('INVALID_OPTION', `server option ${name} must be ${expected}, got ${JSON.stringify(v) ?? String(v)}`);
   if (typeof o !== 'object' || o === null) throw new OptionsError('INVALID_OPTION', 'server options must be an object');
-  if (typeof o.generator !== 'object' || o.generator === null || typeof o.generator.events !== 'function')
-    throw new OptionsError('INVALID_OPTION', 'server option generator must be a TextGenerator (loadGenerator / MexitGenerator)');
+  const g = o.generator as unknown as Record<string, unknown> | null;
+  if (typeof g !== 'object' || g === null || (typeof g.events !== 'function' && typeof g.then !== 'function'))
+    throw new OptionsError(
+      'INVALID_OPTION',
+      'server option generator must be a TextGenerator (loadGenerator / MexitGenerator) or a promise of one',
+    );
   if (typeof o.modelId !== 'string' || o.modelId === '') throw bad('modelId', 'a non-empty string', o.modelId);
   if (o.port !== undefined && !(Number.isInteger(o.port) && o.port >= 0 && o.port <= 65535))
     throw bad('port', 'an integer in 0..65535', o.port);
@@ -131,13 +139,35 @@ function checkOptions(o: ServerOptions): void {
 /** Starts listening; resolves once the port is bound. Bad options: OptionsError; a port in use: MexitError LISTEN_FAILED. */
 export async function startServer(options: ServerOptions): Promise<MexitServer> {
   checkOptions(options);
-  const { generator, modelId } = options;
+  const { modelId } = options;
+  /** The model once loaded; `loadFailed` once its load has rejected. */
+  let loaded: TextGenerator | undefined;
+  let loadFailed = false;
+  if (options.generator instanceof Promise) {
+    options.generator.then(
+      (g) => (loaded = g),
+      (err: unknown) => {
+        loadFailed = true;
+        // A typed error is the user's to fix (one line); anything else is a fault (with its stack).
+        log(`mexit serve: the model failed to load: ${err instanceof MexitError ? `[${err.code}] ${err.message}` : describeFault(err)}`);
+      },
+    );
+  } else loaded = options.generator;
+  const notReady = () =>
+    loadFailed
+      ? new HttpError(503, 'service_unavailable', 'the model failed to load', 'model_load_failed', null, retryAfter(60))
+      : new HttpError(503, 'service_unavailable', 'the model is still loading', 'model_loading', null, retryAfter(5));
+  /** The loaded model, or 503 while it loads. */
+  const model = (): TextGenerator => {
+    if (!loaded) throw notReady();
+    return loaded;
+  };
   const host = options.host ?? '127.0.0.1';
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const requestTimeoutMs = options.requestTimeoutMs ?? 300_000;
   const bodyLimits = { limitBytes: options.bodyLimitBytes ?? 1 << 20, timeoutMs: options.bodyTimeoutMs ?? 10_000 };
   const headersTimeout = options.headersTimeoutMs ?? 10_000;
-  const defaultMaxTokens = options.defaultMaxTokens ?? generator.defaults.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+  const defaultMaxTokens = () => options.defaultMaxTokens ?? model().defaults.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   const keyDigest = options.apiKey === undefined ? undefined : sha256(options.apiKey);
   const created = Math.floor(Date.now() / 1000);
   const metrics = new ServerMetrics();
@@ -215,9 +245,12 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
         case '/health':
           return sendJson(res, 200, { status: 'ok' });
         case '/ready':
-          return closing
-            ? sendJson(res, 503, { status: 'shutting down' }, retryAfter(1))
-            : sendJson(res, 200, { status: 'ready', model: modelId });
+          if (closing) return sendJson(res, 503, { status: 'shutting down' }, retryAfter(1));
+          if (!loaded) {
+            const e = notReady();
+            return sendJson(res, 503, { status: loadFailed ? 'load failed' : 'loading' }, e.headers);
+          }
+          return sendJson(res, 200, { status: 'ready', model: modelId });
         case '/metrics': {
           const text = await metrics.text();
           res.writeHead(200, { 'Content-Type': metrics.contentType });
@@ -268,6 +301,7 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
     const parsed = parseRequest(endpoint, parseJson(await readBody(req, bodyLimits)));
     if (parsed.model !== modelId) throw modelNotFound(parsed.model);
     if (closing) throw shuttingDown();
+    const generator = model();
 
     const arrived = performance.now();
     const controller = new AbortController();
@@ -330,7 +364,7 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
 
   /** max_tokens checked against the context, or min(defaultMaxTokens, context left). */
   function tokenBudget(parsed: ParsedRequest, promptTokens: number): number {
-    const context = generator.info.maxPositions;
+    const context = model().info.maxPositions;
     const left = context - promptTokens;
     if (left < 1) {
       throw badRequest(
@@ -339,7 +373,7 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
         'context_length_exceeded',
       );
     }
-    if (parsed.maxTokens === undefined) return Math.min(defaultMaxTokens, left);
+    if (parsed.maxTokens === undefined) return Math.min(defaultMaxTokens(), left);
     if (parsed.maxTokens > left) {
       throw badRequest(
         `the prompt (${promptTokens} tokens) + ${parsed.maxTokensParam} (${parsed.maxTokens}) exceeds the model's context of ${context} tokens`,
@@ -372,7 +406,7 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
     let tokens = 0;
     let last = 0;
     try {
-      const events = generator.events(ids, { ...parsed.options, maxNewTokens, signal }, (r) => (result = r));
+      const events = model().events(ids, { ...parsed.options, maxNewTokens, signal }, (r) => (result = r));
       for await (const event of events) {
         const now = performance.now();
         if (tokens === 0) metrics.timeToFirstToken.observe((now - arrived) / 1000);
@@ -437,7 +471,12 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
     port,
     http: server,
     metrics,
-    stats: () => ({ inFlight: queue.inFlight, queued: queue.queued, generations: { ...metrics.outcomes }, ready: !closing }),
+    stats: () => ({
+      inFlight: queue.inFlight,
+      queued: queue.queued,
+      generations: { ...metrics.outcomes },
+      ready: loaded !== undefined && !closing,
+    }),
     close(graceMs = options.shutdownGraceMs ?? 10_000) {
       closed ??= (async () => {
         closing = true;

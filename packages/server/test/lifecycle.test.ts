@@ -125,3 +125,56 @@ it('a worker-backed stream answers exactly what the JSON request does', async ()
     await server.close(0);
   }
 });
+
+it('a generator still loading: /health 200, /ready and generation 503 with Retry-After, then served once loaded', async () => {
+  let resolve!: (g: TextGenerator) => void;
+  const loading = new Promise<TextGenerator>((r) => (resolve = r));
+  const server = await startServer({ generator: loading, modelId: 'tiny', port: 0, log: () => {} });
+  try {
+    expect((await fetch(`${server.url}/health`)).status).toBe(200);
+    const ready = await fetch(`${server.url}/ready`);
+    expect(ready.status).toBe(503);
+    expect(ready.headers.get('retry-after')).toBe('5');
+    expect(await ready.json()).toEqual({ status: 'loading' });
+    expect(server.stats().ready).toBe(false);
+    const early = await sdk(server.url)
+      .completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 4, temperature: 0 })
+      .catch((e) => e);
+    expect(early).toBeInstanceOf(OpenAI.APIError);
+    expect(early.status).toBe(503);
+    expect(early.code).toBe('model_loading');
+    expect(early.headers.get('retry-after')).toBe('5');
+
+    resolve(generator);
+    await until(() => server.stats().ready);
+    expect((await fetch(`${server.url}/ready`)).status).toBe(200);
+    const answer = await sdk(server.url).completions.create({ model: 'tiny', prompt: PROMPT, max_tokens: 6, temperature: 0 });
+    const alone = await generator.generate(PROMPT, { maxNewTokens: 6 });
+    expect(answer.choices[0].text).toBe(alone.text);
+  } finally {
+    await server.close(0);
+  }
+});
+
+it('a load that fails: /ready and generation keep answering 503 (model_load_failed), and it is logged', async () => {
+  const lines: string[] = [];
+  const failing = loadGenerator('/nonexistent/model');
+  const server = await startServer({ generator: failing, modelId: 'tiny', port: 0, log: (l) => lines.push(l) });
+  try {
+    await failing.catch(() => undefined);
+    await until(() => lines.length > 0);
+    expect(lines.join('\n')).toMatch(/failed to load.*model directory not found/);
+    const ready = await fetch(`${server.url}/ready`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ status: 'load failed' });
+    const r = await fetch(`${server.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny', prompt: PROMPT }),
+    });
+    expect(r.status).toBe(503);
+    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('model_load_failed');
+  } finally {
+    await server.close(0);
+  }
+});

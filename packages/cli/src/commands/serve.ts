@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { startServer, type MexitServer } from '@mexit/server';
-import { loadGenerator, type GenerateOptions, type TextGenerator } from '@mexit/speculative';
+import { loadGenerator, type GenerateOptions } from '@mexit/speculative';
 import { UsageError, intFlag, numberFlag, parseFlags, type FlagSpec } from '../args.js';
 import { ProgressReporter } from '../progress.js';
 import { commandUsage, type CliIo } from '../render.js';
@@ -190,22 +190,23 @@ export async function runServe(request: ServeRequest, io: CliIo): Promise<number
     );
   }
   const progress = ProgressReporter.for(io, false, request.verbose || env.MEXIT_LOG === 'debug');
-  let generator: TextGenerator;
-  try {
-    generator = await loadGenerator(request.modelDir, {
-      inProcess: request.inProcess,
-      ...(request.workers !== undefined && { workers: request.workers }),
-      ...request.options,
-      ...(request.threads !== undefined && { threads: request.threads }),
-      onProgress: progress.onProgress,
-    });
-  } finally {
-    progress.clear();
-  }
-  let server: MexitServer | undefined;
+  // The port opens while the model loads, so a load balancer sees /health at once and /ready when it can route.
+  const loading = loadGenerator(request.modelDir, {
+    inProcess: request.inProcess,
+    ...(request.workers !== undefined && { workers: request.workers }),
+    ...request.options,
+    ...(request.threads !== undefined && { threads: request.threads }),
+    onProgress: progress.onProgress,
+  });
+  const dispose = () =>
+    loading.then(
+      (g) => g.dispose(),
+      () => undefined,
+    );
+  let server: MexitServer;
   try {
     server = await startServer({
-      generator,
+      generator: loading,
       modelId: request.modelId,
       host: request.host,
       port: request.port,
@@ -216,20 +217,30 @@ export async function runServe(request: ServeRequest, io: CliIo): Promise<number
       shutdownGraceMs: request.graceMs,
       log: (line) => io.stderr.write(`${line}\n`),
     });
+  } catch (err) {
+    await dispose(); // a load cannot be stopped halfway; let it finish, then release it
+    throw err;
+  }
+  let onSignal: ((s: NodeJS.Signals) => void) | undefined;
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
+    onSignal = (s) => resolve(s);
+    process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
+  });
+  try {
+    const first = await Promise.race([loading.finally(() => progress.clear()), stopped]);
+    if (typeof first === 'string') {
+      io.stderr.write(`mexit serve: ${first} while loading: stopping\n`);
+      return 0;
+    }
     io.stderr.write(`mexit serve: listening on ${server.url} (model ${request.modelId})\n`);
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
-      const on = (s: NodeJS.Signals) => {
-        process.off('SIGTERM', on).off('SIGINT', on);
-        resolve(s);
-      };
-      process.on('SIGTERM', on).on('SIGINT', on);
-    });
+    const signal = await stopped;
     io.stderr.write(`mexit serve: ${signal}: finishing in-flight requests (up to ${request.graceMs / 1000} s)\n`);
     await server.close(request.graceMs);
     io.stderr.write('mexit serve: stopped\n');
     return 0;
   } finally {
-    await server?.close(0);
-    await generator.dispose();
+    process.off('SIGTERM', onSignal!).off('SIGINT', onSignal!);
+    await server.close(0);
+    await dispose();
   }
 }

@@ -1,0 +1,2 @@
+/** mexit/server: the OpenAI-compatible HTTP server behind `mexit serve`, as `@mexit/server`. */
+export * from '@mexit/server';
