@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Checks of --init reading and of bad input (a few seconds; run by packages/model/test/train-init.test.ts).
+"""Checks of --init reading and of bad input (a few seconds; run by packages/speculative/test/train-init.test.ts).
 
   /usr/bin/python3 tools/train/input_checks.py --out <tmpdir>
 
