@@ -65,6 +65,11 @@ const OBJECTS = {
   chat: { full: 'chat.completion', chunk: 'chat.completion.chunk' },
 } as const;
 
+/** The fields every response and chunk starts with. */
+function envelope(endpoint: Endpoint, head: ResponseHead, kind: 'full' | 'chunk') {
+  return { id: head.id, object: OBJECTS[endpoint][kind], created: head.created, model: head.model };
+}
+
 export function fullResponse(endpoint: Endpoint, head: ResponseHead, text: string, stats: GenerationStats) {
   const finish_reason = finishReason(stats);
   const choice =
@@ -72,10 +77,7 @@ export function fullResponse(endpoint: Endpoint, head: ResponseHead, text: strin
       ? { index: 0, message: { role: 'assistant' as const, content: text, refusal: null }, finish_reason, logprobs: null }
       : { index: 0, text, finish_reason, logprobs: null };
   return {
-    id: head.id,
-    object: OBJECTS[endpoint].full,
-    created: head.created,
-    model: head.model,
+    ...envelope(endpoint, head, 'full'),
     choices: [choice],
     usage: usageOf(stats),
     mexit: mexitStats(stats),
@@ -103,10 +105,7 @@ export function chunk(
         }
       : { index: 0, text: part.text ?? '', finish_reason, logprobs: null };
   return {
-    id: head.id,
-    object: OBJECTS[endpoint].chunk,
-    created: head.created,
-    model: head.model,
+    ...envelope(endpoint, head, 'chunk'),
     choices: [choice],
     ...(includeUsage && { usage: null }),
     ...(part.finish && { mexit: mexitStats(part.finish) }),
@@ -115,7 +114,7 @@ export function chunk(
 
 /** stream_options.include_usage: the extra last chunk with no choices. */
 export function usageChunk(endpoint: Endpoint, head: ResponseHead, stats: GenerationStats) {
-  return { id: head.id, object: OBJECTS[endpoint].chunk, created: head.created, model: head.model, choices: [], usage: usageOf(stats) };
+  return { ...envelope(endpoint, head, 'chunk'), choices: [], usage: usageOf(stats) };
 }
 
 export function modelObject(id: string, created: number) {

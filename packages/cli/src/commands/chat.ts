@@ -9,17 +9,15 @@ import { createInterface, type Interface } from 'node:readline';
 import { MexitError, OptionsError, TokenizerError } from '@mexit/core';
 import type { ProgressInfo } from '@mexit/model';
 import { loadGenerator, type GenerateOptions, type TextGenerator } from '@mexit/speculative';
-import { UsageError, parseFlags, type FlagSpec } from '../args.js';
+import { intFlag, parseFlags, resolveModelDir, type FlagSpec } from '../args.js';
 import { ProgressReporter } from '../progress.js';
 import { GREEN, RESET, commandUsage, statsLine, useColour, type CliIo } from '../render.js';
 import { ChatSession } from './chat-session.js';
-import { GENERATE_FLAGS, parseGenerateArgs } from './generate.js';
+import { GENERATE_FLAGS, generationOptions } from './generate.js';
 
 const CONVERSATION = 'Conversation';
 /** generate's flags that make no sense here: the prompt comes from stdin, the output is a transcript. */
 const NOT_FOR_CHAT = new Set(['prompt', 'prompt-ids', 'chat', 'system', 'json']);
-/** Flags of chat itself, not passed on to generate's option parser. */
-const CHAT_ONLY = new Set(['system', 'stats', 'in-process', 'help']);
 const RUNTIME_GROUP = GENERATE_FLAGS.find((f) => f.name === 'model')?.group;
 
 export const CHAT_FLAGS: readonly FlagSpec[] = [
@@ -53,35 +51,20 @@ export interface ChatRequest {
   inProcess: boolean;
 }
 
-/** Flags → ChatRequest. The generation flags are generate's, parsed by generate's own parser. */
+/** Flags → ChatRequest. The generation flags are generate's, read by generate's own rules (generationOptions). */
 export function parseChatArgs(argv: string[]): ChatRequest | 'help' {
   const { values } = parseFlags('chat', argv, CHAT_FLAGS, false);
   if (values.help) return 'help';
-  // Handing generate's parser the same values keeps one home for the flag → option rules (ranges of mode-only
-  // flags, --exit-head vs --exit-layer); its placeholder prompt is never used.
-  const forwarded = ['--prompt=', ...Object.entries(values).flatMap(([name, value]) => forward(name, value))];
-  let parsed: Exclude<ReturnType<typeof parseGenerateArgs>, 'help'>;
-  try {
-    parsed = parseGenerateArgs(forwarded) as typeof parsed;
-  } catch (error) {
-    if (error instanceof UsageError) throw new UsageError(error.code, error.message.replaceAll('mexit generate', 'mexit chat'), 'chat');
-    throw error;
-  }
+  const str = (name: string) => values[name] as string | undefined;
   return {
-    modelDir: parsed.modelDir,
+    modelDir: resolveModelDir(str('model')),
     ...(values.system !== undefined && { system: values.system as string }),
-    options: parsed.options,
-    threads: parsed.threads,
-    verbose: parsed.verbose,
+    options: generationOptions(values, 'chat'),
+    threads: intFlag('threads', str('threads')),
+    verbose: values.verbose === true,
     stats: values.stats === true,
     inProcess: values['in-process'] === true,
   };
-}
-
-function forward(name: string, value: string | boolean | string[] | undefined): string[] {
-  if (CHAT_ONLY.has(name) || value === undefined || value === false) return [];
-  if (value === true) return [`--${name}`];
-  return (Array.isArray(value) ? value : [value]).map((v) => `--${name}=${v}`);
 }
 
 const HELP =

@@ -30,6 +30,7 @@ import {
   promptFlag,
   resolveModelDir,
   type FlagSpec,
+  type ParsedFlags,
 } from '../args.js';
 import { ProgressReporter } from '../progress.js';
 import { GREEN, RESET, commandUsage, statsLine, useColour, type CliIo } from '../render.js';
@@ -203,6 +204,24 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
     throw new UsageError('CONTRADICTION', '--system only applies with --chat', 'generate');
   }
 
+  const options = generationOptions(values, 'generate');
+
+  return {
+    modelDir: resolveModelDir(str('model')),
+    prompt,
+    options,
+    threads: intFlag('threads', str('threads')),
+    json: values.json === true,
+    verbose: values.verbose === true,
+  };
+}
+
+/**
+ * The generation flags (mode, exits, drafting, sampling, stopping, ACD, CALM) → GenerateOptions: the one home
+ * of the flag → option rules, used by generate, chat and serve. `command` names the command in errors.
+ */
+export function generationOptions(values: ParsedFlags['values'], command: string): GenerateOptions {
+  const str = (name: string) => values[name] as string | undefined;
   const options: GenerateOptions = {};
   const set = <K extends keyof GenerateOptions>(key: K, value: GenerateOptions[K] | undefined) => {
     if (value !== undefined) options[key] = value;
@@ -219,7 +238,7 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
         throw new UsageError(
           'CONTRADICTION',
           `--exit-head ${exitHead.layer} names exit layer ${exitHead.layer} but --exit-layer is ${options.exitLayer}`,
-          'generate',
+          command,
         );
       }
       options.exitLayer = exitHead.layer;
@@ -263,24 +282,17 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest | 'help' {
   ];
   for (const [flag, needs] of onlyFor) {
     if (values[flag] !== undefined && effectiveMode !== needs) {
-      throw new UsageError('CONTRADICTION', `--${flag} only applies to --mode ${needs}, not ${effectiveMode}`, 'generate');
+      throw new UsageError('CONTRADICTION', `--${flag} only applies to --mode ${needs}, not ${effectiveMode}`, command);
     }
   }
   if (values.contrast !== undefined && effectiveMode !== 'acd') {
-    throw new UsageError('CONTRADICTION', `--contrast only applies to --mode acd, not ${effectiveMode}`, 'generate');
+    throw new UsageError('CONTRADICTION', `--contrast only applies to --mode acd, not ${effectiveMode}`, command);
   }
   if (effectiveMode === 'acd' && values.contrast === undefined) {
-    throw new UsageError('MISSING_FLAG', '--mode acd needs --contrast U,L', 'generate');
+    throw new UsageError('MISSING_FLAG', '--mode acd needs --contrast U,L', command);
   }
 
-  return {
-    modelDir: resolveModelDir(str('model')),
-    prompt,
-    options,
-    threads: intFlag('threads', str('threads')),
-    json: values.json === true,
-    verbose: values.verbose === true,
-  };
+  return options;
 }
 
 /** Runs the request; returns the exit code. */

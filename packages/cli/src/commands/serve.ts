@@ -7,10 +7,10 @@ import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { startServer, type MexitServer } from '@mexit/server';
 import { loadGenerator, type GenerateOptions } from '@mexit/speculative';
-import { UsageError, intFlag, numberFlag, parseFlags, type FlagSpec } from '../args.js';
+import { UsageError, intFlag, numberFlag, parseFlags, resolveModelDir, type FlagSpec } from '../args.js';
 import { ProgressReporter } from '../progress.js';
 import { commandUsage, type CliIo } from '../render.js';
-import { GENERATE_FLAGS, parseGenerateArgs } from './generate.js';
+import { GENERATE_FLAGS, generationOptions } from './generate.js';
 
 const SERVING = 'Serving';
 const DEFAULTS = 'Generation defaults (a request’s own fields and its "mexit" object override them)';
@@ -121,24 +121,11 @@ export interface ServeRequest {
   verbose: boolean;
 }
 
-/** Flags → ServeRequest; the generation defaults go through generate's own parser (one home for those rules). */
+/** Flags → ServeRequest; the generation defaults are read by generate's own rules (generationOptions). */
 export function parseServeArgs(argv: string[]): ServeRequest | 'help' {
   const { values } = parseFlags('serve', argv, SERVE_FLAGS, false);
   if (values.help) return 'help';
   const str = (name: string) => values[name] as string | undefined;
-  const forwarded = ['--prompt=']; // a placeholder: generate's parser needs a prompt, serve never uses it
-  for (const [name, value] of Object.entries(values)) {
-    if (!(KEPT.has(name) || RUNTIME_FLAGS.has(name)) || value === undefined || value === false) continue;
-    forwarded.push(value === true ? `--${name}` : `--${name}=${value as string}`);
-  }
-  let parsed: Exclude<ReturnType<typeof parseGenerateArgs>, 'help'>;
-  try {
-    parsed = parseGenerateArgs(forwarded) as typeof parsed;
-  } catch (error) {
-    if (error instanceof UsageError) throw new UsageError(error.code, error.message.replaceAll('mexit generate', 'mexit serve'), 'serve');
-    throw error;
-  }
-  const { maxNewTokens, ...options } = parsed.options;
   const positive = (flag: string, n: number | undefined, min: number) => {
     if (n !== undefined && !(n >= min)) throw new UsageError('INVALID_FLAG', `--${flag} must be ≥ ${min}, got ${n}`, 'serve');
     return n;
@@ -152,9 +139,8 @@ export function parseServeArgs(argv: string[]): ServeRequest | 'help' {
   const seconds = (flag: string, fallback: number) => Math.round((positive(flag, numberFlag(flag, str(flag)), 0) ?? fallback) * 1000);
   const apiKey = str('api-key');
   if (apiKey === '') throw new UsageError('INVALID_FLAG', '--api-key must not be empty', 'serve');
-  const modelDir = parsed.modelDir;
   return {
-    modelDir,
+    modelDir: resolveModelDir(str('model')),
     modelId: str('model-id') ?? defaultModelId(str('model')),
     host: str('host') ?? '127.0.0.1',
     port,
@@ -165,9 +151,9 @@ export function parseServeArgs(argv: string[]): ServeRequest | 'help' {
     graceMs: seconds('grace', 10),
     ...(workers !== undefined && { workers }),
     inProcess,
-    options: { ...options, ...(maxNewTokens !== undefined && { maxNewTokens }) },
-    threads: parsed.threads,
-    verbose: parsed.verbose,
+    options: generationOptions(values, 'serve'),
+    threads: intFlag('threads', str('threads')),
+    verbose: values.verbose === true,
   };
 }
 
