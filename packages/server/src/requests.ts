@@ -7,6 +7,7 @@
  * own compatible servers do, so newer clients keep working.
  */
 import { randomInt } from 'node:crypto';
+import { formatValue } from '@mexit/core';
 import type { ChatMessage } from '@mexit/model';
 import type { GenerateOptions, Prompt } from '@mexit/speculative';
 import { badRequest } from './errors.js';
@@ -63,6 +64,8 @@ type Json = Record<string, unknown>;
 
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const given = (body: Json, key: string) => body[key] !== undefined && body[key] !== null;
+/** A client's value in an error message, bounded (the engine's one formatter). */
+const shown = (v: unknown) => formatValue(v, 80, 'js');
 const describe = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v);
 
 function wrongType(param: string, expected: string, value: unknown) {
@@ -98,7 +101,7 @@ export function parseRequest(endpoint: Endpoint, body: Json): ParsedRequest {
     if (!given(body, param)) continue;
     const v = body[param];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
-      throw badRequest(`${param} must be an integer ≥ 1, got ${JSON.stringify(v)}`, param, 'invalid_value');
+      throw badRequest(`${param} must be an integer ≥ 1, got ${shown(v)}`, param, 'invalid_value');
     }
     if (maxTokens !== undefined && maxTokens !== v) throw badRequest('max_tokens and max_completion_tokens differ', param, 'invalid_value');
     maxTokens = v;
@@ -107,12 +110,12 @@ export function parseRequest(endpoint: Endpoint, body: Json): ParsedRequest {
 
   const temperature = given(body, 'temperature') ? body.temperature : 1; // OpenAI's default
   if (typeof temperature !== 'number' || !(temperature >= 0 && temperature <= 2)) {
-    throw badRequest(`temperature must be a number in [0, 2], got ${JSON.stringify(temperature)}`, 'temperature', 'invalid_value');
+    throw badRequest(`temperature must be a number in [0, 2], got ${shown(temperature)}`, 'temperature', 'invalid_value');
   }
   if (given(body, 'top_p')) {
     const topP = body.top_p;
     if (typeof topP !== 'number' || !(topP > 0 && topP <= 1))
-      throw badRequest(`top_p must be a number in (0, 1], got ${JSON.stringify(topP)}`, 'top_p', 'invalid_value');
+      throw badRequest(`top_p must be a number in (0, 1], got ${shown(topP)}`, 'top_p', 'invalid_value');
     if (temperature > 0 && topP < 1) options.topP = topP;
   }
   if (temperature === 0) options.doSample = false;
@@ -123,7 +126,7 @@ export function parseRequest(endpoint: Endpoint, body: Json): ParsedRequest {
   if (given(body, 'seed')) {
     const seed = body.seed;
     if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0)
-      throw badRequest(`seed must be a non-negative integer, got ${JSON.stringify(seed)}`, 'seed', 'invalid_value');
+      throw badRequest(`seed must be a non-negative integer, got ${shown(seed)}`, 'seed', 'invalid_value');
     options.seed = seed;
   } else if (options.doSample) {
     options.seed = randomInt(2 ** 47); // OpenAI samples afresh each call unless a seed is given
@@ -219,11 +222,7 @@ function parseMessages(messages: unknown): ChatMessage[] {
     const param = `messages[${i}]`;
     if (!isObject(m)) throw wrongType(param, 'a message object', m);
     if (typeof m.role !== 'string' || !ROLES.has(m.role))
-      throw badRequest(
-        `${param}.role must be one of ${[...ROLES].join(', ')}, got ${JSON.stringify(m.role)}`,
-        `${param}.role`,
-        'invalid_value',
-      );
+      throw badRequest(`${param}.role must be one of ${[...ROLES].join(', ')}, got ${shown(m.role)}`, `${param}.role`, 'invalid_value');
     let content: string;
     if (typeof m.content === 'string') content = m.content;
     else if (Array.isArray(m.content)) {

@@ -7,7 +7,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { MexitError, OptionsError } from '@mexit/core';
+import { MexitError, OptionsError, formatValue } from '@mexit/core';
 import { DEFAULT_MAX_NEW_TOKENS, type GenerationResult, type TextGenerator } from '@mexit/speculative';
 import { ClientGone, readBody } from './body.js';
 import { HttpError, badRequest, fromEngineError, retryAfter, shuttingDown } from './errors.js';
@@ -108,7 +108,7 @@ const ROUTES: Route[] = [
 
 function checkOptions(o: ServerOptions): void {
   const bad = (name: string, expected: string, v: unknown) =>
-    new OptionsError('INVALID_OPTION', `server option ${name} must be ${expected}, got ${JSON.stringify(v) ?? String(v)}`);
+    new OptionsError('INVALID_OPTION', `server option ${name} must be ${expected}, got ${formatValue(v, 80, 'js')}`);
   if (typeof o !== 'object' || o === null) throw new OptionsError('INVALID_OPTION', 'server options must be an object');
   const g = o.generator as unknown as Record<string, unknown> | null;
   if (typeof g !== 'object' || g === null || (typeof g.events !== 'function' && typeof g.then !== 'function'))
@@ -281,7 +281,7 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
     new HttpError(
       404,
       'not_found_error',
-      `the model ${JSON.stringify(id)} does not exist; this server serves ${JSON.stringify(modelId)}`,
+      `the model ${formatValue(id, 80, 'js')} does not exist; this server serves ${JSON.stringify(modelId)}`,
       'model_not_found',
       'model',
     );
@@ -294,7 +294,7 @@ export async function startServer(options: ServerOptions): Promise<MexitServer> 
       throw new HttpError(
         415,
         'invalid_request_error',
-        `Content-Type must be application/json, got ${JSON.stringify(type)}`,
+        `Content-Type must be application/json, got ${formatValue(type, 80, 'js')}`,
         'unsupported_media_type',
       );
     }

@@ -100,6 +100,10 @@ describe('bad bodies → 400 naming the problem', () => {
       expect(r.json().error.param).toBe('max_tokens');
     }
     expectError(await completion({ max_tokens: 100_000 }), 400, 'context_length_exceeded', 'max_tokens');
+    // A client's value is echoed bounded, not whole.
+    const long = await completion({ max_tokens: 'x'.repeat(3000) });
+    expect(long.status).toBe(400);
+    expect(long.text.length).toBeLessThan(1000);
     const context = generator.info.maxPositions;
     expectError(await completion({ prompt: new Array(context).fill(50), max_tokens: undefined }), 400, 'context_length_exceeded', 'prompt');
     // Absent max_tokens is capped by the context left: a prompt one short of the context gets exactly one token.
