@@ -24,9 +24,9 @@ export class ChatSession {
     readonly system?: string,
   ) {}
 
-  /** The messages the next prompt starts from: the system message, then the turns. */
-  get messages(): ChatMessage[] {
-    return [...(this.system !== undefined ? [{ role: 'system', content: this.system }] : []), ...this.turns];
+  /** The system message (if any), then `turns`: what the chat template renders. */
+  private withSystem(turns: ChatMessage[]): ChatMessage[] {
+    return this.system !== undefined ? [{ role: 'system', content: this.system }, ...turns] : turns;
   }
 
   /** Forgets the turns; the system message stays. */
@@ -43,7 +43,7 @@ export class ChatSession {
     let turns: ChatMessage[] = [...this.turns, { role: 'user', content }];
     let dropped = 0;
     for (;;) {
-      const messages = this.system !== undefined ? [{ role: 'system', content: this.system }, ...turns] : turns;
+      const messages = this.withSystem(turns);
       let result: GenerationResult | undefined;
       try {
         for await (const event of this.generator.events(messages, { ...this.options, signal }, (r) => (result = r))) onEvent(event);
