@@ -138,6 +138,10 @@ class ShardedTensorMap implements TensorMap {
     return this.shardFor(name).getF32(name);
   }
 
+  getRowsF32(name: string, rows: ArrayLike<number>, out: Float32Array): void {
+    this.shardFor(name).getRowsF32(name, rows, out);
+  }
+
   close(): void {
     this.closed = true;
     for (const shard of this.open.values()) shard.close();

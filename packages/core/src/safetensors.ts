@@ -89,6 +89,9 @@ export function openSafetensors(file: string): SafetensorsMap {
         read(dst: Uint8Array): void {
           readFullyAt(fd, dst, position, file, 'SAFETENSORS_TRUNCATED');
         },
+        readAt(dst: Uint8Array, offset: number): void {
+          readFullyAt(fd, dst, position + offset, file, 'SAFETENSORS_TRUNCATED');
+        },
       });
     }
     return new SafetensorsMap(file, sources, () => fs.closeSync(fd), metadata);

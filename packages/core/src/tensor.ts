@@ -40,6 +40,12 @@ export interface TensorMap {
   get(name: string): Tensor;
   /** Any float dtype (F32, F16, BF16, F64) converted to F32; CheckpointError TENSOR_DTYPE for integer dtypes. */
   getF32(name: string): Float32Array;
+  /**
+   * Rows `rows[i]` of a 2-D float tensor [R, C], as F32, into out[i·C .. (i+1)·C). Reads only those rows where
+   * the format allows (per-token embedding lookups of a model whose table stays on disk); otherwise the tensor
+   * is read once and kept. CheckpointError TENSOR_SHAPE for a row outside 0..R−1.
+   */
+  getRowsF32(name: string, rows: ArrayLike<number>, out: Float32Array): void;
   close(): void;
 }
 
@@ -205,6 +211,8 @@ export function checkTensor(name: string, t: Tensor): void {
 export interface TensorSource {
   info: TensorInfo;
   read(dst: Uint8Array): void;
+  /** Fills `dst` from byte `offset` of the tensor's data (contiguous layouts only). */
+  readAt?(dst: Uint8Array, offset: number): void;
 }
 
 /**
@@ -272,9 +280,58 @@ export class SourceTensorMap implements TensorMap {
     }
   }
 
+  getRowsF32(name: string, rows: ArrayLike<number>, out: Float32Array): void {
+    const src = this.source(name);
+    const { dtype, shape } = src.info;
+    if (shape.length !== 2 || !isFloatDType(dtype)) {
+      throw new CheckpointError(
+        'TENSOR_SHAPE',
+        `tensor '${name}' in ${this.path}: row reads need a 2-D float tensor, got ${dtype} [${shape}]`,
+      );
+    }
+    const [numRows, cols] = shape;
+    if (out.length < rows.length * cols) {
+      throw new CheckpointError('TENSOR_SHAPE', `getRowsF32 '${name}': output holds ${out.length} floats, need ${rows.length * cols}`);
+    }
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      if (!Number.isInteger(r) || r < 0 || r >= numRows) {
+        throw new CheckpointError('TENSOR_SHAPE', `tensor '${name}' has ${numRows} rows; row ${r} is out of range`);
+      }
+    }
+    const whole = src.readAt || dtype === 'F64' ? undefined : this.kept(name);
+    const itemSize = DTYPE_BYTES[dtype];
+    for (let i = 0; i < rows.length; i++) {
+      const dst = out.subarray(i * cols, (i + 1) * cols);
+      if (whole) {
+        dst.set(whole.subarray(rows[i] * cols, (rows[i] + 1) * cols));
+      } else if (dtype === 'F32') {
+        src.readAt!(bytesOf(dst), rows[i] * cols * itemSize);
+      } else if (dtype === 'F16' || dtype === 'BF16') {
+        const bits = new Uint16Array(dst.buffer, dst.byteOffset + 2 * cols, cols);
+        src.readAt!(bytesOf(bits), rows[i] * cols * itemSize);
+        halfToF32(dtype, bits, dst);
+      } else {
+        dst.set(this.kept(name).subarray(rows[i] * cols, (rows[i] + 1) * cols));
+      }
+    }
+  }
+
+  /** Whole tensors kept for row reads when the format cannot read a range (strided torch storages, F64). */
+  private readonly keptRows = new Map<string, Float32Array>();
+  private kept(name: string): Float32Array {
+    let t = this.keptRows.get(name);
+    if (!t) {
+      t = this.getF32(name);
+      this.keptRows.set(name, t);
+    }
+    return t;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.keptRows.clear();
     this.onClose();
   }
 

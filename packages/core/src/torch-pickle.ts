@@ -256,7 +256,11 @@ function tensorSource(name: string, t: TorchTensorRef, zip: ZipReader, file: str
   const entry = t.storage.entry;
   if (numel === 0) return { info, read: () => {} };
   if (isContiguous(t.shape, t.stride)) {
-    return { info, read: (dst) => zip.readRange(entry, t.storageOffset * itemSize, dst) };
+    return {
+      info,
+      read: (dst) => zip.readRange(entry, t.storageOffset * itemSize, dst),
+      readAt: (dst, offset) => zip.readRange(entry, t.storageOffset * itemSize + offset, dst),
+    };
   }
   return { info, read: (dst) => readStrided(zip, entry, t, itemSize, dst) };
 }

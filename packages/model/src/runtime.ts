@@ -18,8 +18,10 @@ import { llamaArchitecture } from './arch/llama.js';
 import { gpt2Architecture } from './arch/gpt2.js';
 import { gptNeoArchitecture } from './arch/gpt-neo.js';
 import { availableExits, validateExit, type ExitSpec } from './exits.js';
-import { buildStageGraph, RunLock, Stage, stageKey, validateStageSpec, type StageSpec } from './stages.js';
+import { buildStageGraph, RunLock, SessionStage, stageKey, validateStageSpec, type Stage, type StageSpec } from './stages.js';
+import { LayeredStage, type LayerParts } from './layered.js';
 import { QuantizedBlockCache } from './quantized-cache.js';
+import type { LinearQuantization } from './onnx/builder.js';
 import { MexitTokenizer } from './tokenizer.js';
 import { looksLikeHubId, resolveModelSource } from './hub.js';
 
@@ -49,6 +51,22 @@ export interface RuntimeOptions {
    * reclaim space.
    */
   cacheDir?: string;
+  /**
+   * Precision of every linear layer and LM head, in every stage: 'f32' (default; the checkpoint's values
+   * widened exactly), or 'int8' / 'int4' (MatMulNBits, symmetric blocks of 32 with an F32 scale, int8
+   * activations), which read 4× / 8× fewer bytes per token. All modes then run on the same quantized weights,
+   * so self-speculation stays token-identical to plain decoding *of that model*. Embedding lookups and norms
+   * stay F32. With `cacheDir`, the quantized blocks are made once and read back by later loads.
+   */
+  weights?: WeightPrecision;
+  /**
+   * How stages map to ORT sessions. 'fused': one session per stage (fewest calls: best for small models).
+   * 'layered': one session per layer and per distinct exit head, shared by every stage, and the token
+   * embedding read per token from the checkpoint, so each weight is held once whatever stages the modes use
+   * and loads peak at one layer's build (see layered.ts). Default 'auto': layered from LAYERED_MIN_BYTES of
+   * F32 weights.
+   */
+  layout?: 'auto' | 'fused' | 'layered';
   /**
    * Most compiled stages (ORT sessions, each with its own copy of its layers' weights) kept at once. Default
    * defaultMaxStages(L) = max(16, 2·L + 8): room for CALM's per-exit chunk and propagation stages plus the
@@ -91,6 +109,11 @@ export interface ProgressInfo {
 }
 
 export type ProgressCallback = (info: ProgressInfo) => void;
+
+export type WeightPrecision = 'f32' | LinearQuantization;
+
+/** 'auto' layout: models with at least this many bytes of F32 weights run layered (256 MiB). */
+export const LAYERED_MIN_BYTES = 256 * 2 ** 20;
 
 /** RuntimeOptions with the defaults filled in. */
 export type ResolvedRuntimeOptions = Required<Omit<RuntimeOptions, 'cacheDir' | 'onProgress'>> &
@@ -154,6 +177,12 @@ export class ModelRuntime {
   private readonly weights: WeightSource;
   /** The quantized-weight cache under `options.cacheDir` (null without one); its counters tell hits from misses. */
   readonly quantizedCache: QuantizedBlockCache | null;
+  /** True when stages are compositions of per-layer sessions (RuntimeOptions.layout). */
+  readonly layered: boolean;
+  /** Layered layout: the per-layer and per-head sessions, built one at a time, kept until dispose. */
+  private readonly parts = new Map<string, Promise<Stage>>();
+  private partBuilds: Promise<unknown> = Promise.resolve();
+  private readonly layerParts: LayerParts;
 
   private constructor(
     readonly dir: string,
@@ -165,6 +194,29 @@ export class ModelRuntime {
     this.weights = new WeightSource(tensors, dir);
     this.arch = createArchitecture(config, this.weights);
     this.quantizedCache = options.cacheDir === undefined ? null : new QuantizedBlockCache(options.cacheDir, tensors);
+    this.layered = options.layout === 'layered' || (options.layout === 'auto' && checkpointBytes(tensors) >= LAYERED_MIN_BYTES);
+    const { tokens, positions } = this.arch.embeddingTables;
+    const d = config.hiddenSize;
+    let positionRows = new Float32Array(0);
+    const positionIndex: number[] = [];
+    this.layerParts = {
+      layer: (l, quantize, propagate) =>
+        this.part({ from: l, to: l + 1, ...(propagate ? { propagate } : { hiddenInput: l === 0 }), ...(quantize ? { quantize } : {}) }),
+      // A shared head reads no layer-specific weight: one session serves exits at every layer.
+      head: (exit, quantize) => {
+        const layer = (exit.head ?? 'shared') === 'shared' ? config.numLayers : exit.layer;
+        return this.part({ from: layer, to: layer, exits: [{ ...exit, layer }], ...(quantize ? { quantize } : {}) });
+      },
+      embed: (ids, first, out) => {
+        tensors.getRowsF32(tokens, ids, out);
+        if (!positions) return;
+        if (positionRows.length < ids.length * d) positionRows = new Float32Array(ids.length * d);
+        positionIndex.length = ids.length;
+        for (let i = 0; i < ids.length; i++) positionIndex[i] = first + i;
+        tensors.getRowsF32(positions, positionIndex, positionRows);
+        for (let i = 0; i < ids.length * d; i++) out[i] += positionRows[i];
+      },
+    };
   }
 
   /**
@@ -190,7 +242,13 @@ export class ModelRuntime {
     const maxStages = options.maxStages ?? defaultMaxStages(config.numLayers);
     if (!Number.isInteger(maxStages) || maxStages < 1)
       throw new ConfigError('RUNTIME_OPTIONS', `maxStages must be a positive integer, got ${String(maxStages)}`);
-    const { cacheDir } = options;
+    const { cacheDir, weights: precision = 'f32', layout = 'auto' } = options;
+    if (precision !== 'f32' && precision !== 'int8' && precision !== 'int4') {
+      throw new ConfigError('RUNTIME_OPTIONS', `weights must be 'f32', 'int8' or 'int4', got ${formatValue(precision, 100, 'js')}`);
+    }
+    if (layout !== 'auto' && layout !== 'fused' && layout !== 'layered') {
+      throw new ConfigError('RUNTIME_OPTIONS', `layout must be 'auto', 'fused' or 'layered', got ${formatValue(layout, 100, 'js')}`);
+    }
     if (cacheDir !== undefined && (typeof cacheDir !== 'string' || cacheDir === '')) {
       throw new ConfigError('RUNTIME_OPTIONS', `cacheDir must be a non-empty path, got ${formatValue(cacheDir, 100, 'js')}`);
     }
@@ -199,6 +257,8 @@ export class ModelRuntime {
       spinning: options.spinning ?? true,
       prepacking: options.prepacking ?? true,
       maxStages,
+      weights: precision,
+      layout,
       ...(cacheDir === undefined ? {} : { cacheDir }),
       ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
     });
@@ -256,12 +316,17 @@ export class ModelRuntime {
     if (this.disposing) throw disposedError();
     validateStageSpec(this.config, spec);
     for (const e of spec.exits ?? []) this.validateExit(e);
+    // RuntimeOptions.weights: stages that do not ask for a precision run at the model's.
+    if (spec.quantize === undefined && this.options.weights !== 'f32') spec = { ...spec, quantize: this.options.weights };
     const key = stageKey(spec);
     let entry = this.stages.get(key);
     if (entry) {
       this.stages.delete(key); // re-inserted below as the most recent
     } else {
-      const created: StageEntry = { stage: this.buildStage(spec), holds: 0 };
+      const created: StageEntry = {
+        stage: this.layered ? LayeredStage.create(spec, this.config, this.layerParts) : this.buildStage(spec),
+        holds: 0,
+      };
       created.stage.catch(() => {
         if (this.stages.get(key) === created) this.stages.delete(key);
       });
@@ -318,6 +383,23 @@ export class ModelRuntime {
     }
   }
 
+  /** A layered-layout part: built once, after the parts requested before it (one build at a time). */
+  private part(spec: StageSpec): Promise<Stage> {
+    if (this.disposing) return Promise.reject(disposedError());
+    const key = stageKey(spec);
+    let part = this.parts.get(key);
+    if (!part) {
+      part = this.partBuilds.then(() => (this.disposing ? Promise.reject(disposedError()) : this.buildStage(spec)));
+      this.partBuilds = part.catch(() => undefined);
+      const built = part;
+      built.catch(() => {
+        if (this.parts.get(key) === built) this.parts.delete(key); // a failed build is retried on the next request
+      });
+      this.parts.set(key, part);
+    }
+    return part;
+  }
+
   private async buildStage(spec: StageSpec): Promise<Stage> {
     const t0 = performance.now();
     const emit = (info: Omit<ProgressInfo, 'name' | 'stage'>) =>
@@ -348,7 +430,7 @@ export class ModelRuntime {
         },
       },
     });
-    const stage = new Stage(spec, session, this.config, weightBytes, performance.now() - t0, this.runLock);
+    const stage = new SessionStage(spec, session, this.config, weightBytes, performance.now() - t0, this.runLock);
     try {
       emit({ status: 'done', elapsedMs: stage.buildMs });
     } catch (error) {
@@ -358,9 +440,12 @@ export class ModelRuntime {
     return stage;
   }
 
-  /** Stages in the stage cache now (for timing and memory reports). */
+  /**
+   * Stages in the stage cache now (for timing and memory reports); in the layered layout also the parts,
+   * which hold the weights (the stages made of them report 0 weight bytes).
+   */
   async builtStages(): Promise<Stage[]> {
-    const stages: Promise<Stage>[] = [];
+    const stages: Promise<Stage>[] = [...this.parts.values()];
     for (const entry of this.stages.values()) stages.push(entry.stage);
     return Promise.all(stages);
   }
@@ -380,9 +465,10 @@ export class ModelRuntime {
   }
 
   private async releaseAll(): Promise<void> {
-    const entries: Promise<Stage>[] = [];
+    const entries: Promise<Stage>[] = [...this.parts.values()];
     for (const entry of this.stages.values()) entries.push(entry.stage);
     this.stages.clear();
+    this.parts.clear();
     const releases: Promise<void>[] = [...this.retiring];
     for (const s of await Promise.allSettled(entries)) {
       if (s.status === 'fulfilled') releases.push(s.value.release('DISPOSED', 'the runtime was disposed'));

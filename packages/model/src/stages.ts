@@ -36,11 +36,13 @@ export interface StageSpec {
   chain?: number;
   /** Chain stages: also feed the last draft (one more pass, no head), as the verify stage's bonus row needs. */
   chainFeedsLast?: boolean;
+  /** A stage from layer 0 that takes hidden rows: the embedding is done outside it (the layered layout's layer 0). */
+  hiddenInput?: boolean;
 }
 
 export function stageKey(spec: StageSpec): string {
   const exits = (spec.exits ?? []).map(exitKey).join(',');
-  return `${spec.propagate ? 'kv' : 'layers'}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}${spec.quantize ? `:${spec.quantize}` : ''}${spec.chain ? `×${spec.chain}${spec.chainFeedsLast ? '+fed' : ''}` : ''}`;
+  return `${spec.propagate ? 'kv' : 'layers'}${spec.hiddenInput ? '(hidden)' : ''}[${spec.from},${spec.to})${exits ? `+${exits}` : ''}${spec.quantize ? `:${spec.quantize}` : ''}${spec.chain ? `×${spec.chain}${spec.chainFeedsLast ? '+fed' : ''}` : ''}`;
 }
 
 export interface StageResult {
@@ -64,7 +66,7 @@ export function buildStageGraph(
   if (spec.chain) return buildChainGraph(cfg, arch, w, spec, quantizer);
   const g = new GraphBuilder(stageKey(spec), spec.quantize, quantizer);
   const { hiddenSize: d, numKvHeads, headDim } = cfg;
-  const embeds = spec.from === 0 && !spec.propagate;
+  const embeds = spec.from === 0 && !spec.propagate && !spec.hiddenInput;
   const input = embeds ? g.input('ids', OnnxType.INT64, ['n']) : g.input('hidden', OnnxType.FLOAT, ['n', d]);
   const pasts: { k: string; v: string }[] = [];
   for (let l = spec.from; l < spec.to; l++) {
@@ -170,7 +172,7 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
   if (spec.exits !== undefined && (!Array.isArray(spec.exits) || spec.exits.length > maxExits)) {
     throw new OptionsError('STAGE_EXIT', `exits must be a list of at most ${maxExits} exits, got ${formatValue(spec.exits, 100, 'js')}`);
   }
-  for (const key of ['propagate', 'chainFeedsLast'] as const) {
+  for (const key of ['propagate', 'chainFeedsLast', 'hiddenInput'] as const) {
     if (spec[key] !== undefined && typeof spec[key] !== 'boolean') {
       throw new OptionsError('STAGE_SPEC', `${key} must be a boolean, got ${formatValue(spec[key], 100, 'js')}`);
     }
@@ -196,6 +198,8 @@ export function validateStageSpec(cfg: ModelConfig, spec: StageSpec): void {
     }
   }
   if (spec.chainFeedsLast && !spec.chain) throw new OptionsError('STAGE_CHAIN', 'chainFeedsLast needs a chain');
+  if (spec.hiddenInput && spec.chain)
+    throw new OptionsError('STAGE_CHAIN', 'a chain stage embeds its own drafts: hiddenInput does not apply');
   if (spec.quantize !== undefined && spec.quantize !== 'int8' && spec.quantize !== 'int4') {
     throw new OptionsError('STAGE_QUANTIZE', `quantize must be 'int8' or 'int4', got ${formatValue(spec.quantize, 100, 'js')}`);
   }
@@ -227,12 +231,41 @@ export class RunLock {
 }
 
 /**
- * One compiled stage with reusable input buffers. Calls are serialised on `lock` (the runtime passes one
+ * What the modes call: a stage of either layout (SessionStage here, LayeredStage in layered.ts). Calls see the
+ * cache as it is when their turn comes; a released stage rejects every call.
+ */
+export interface Stage {
+  readonly spec: StageSpec;
+  /** Accumulated wall time inside the stage's session calls (ms) and number of calls. */
+  readonly runMs: number;
+  readonly calls: number;
+  /** Bytes of weights this stage's own sessions hold (0 for a layered stage: its parts are shared). */
+  readonly weightBytes: number;
+  readonly buildMs: number;
+  readonly released: boolean;
+  /**
+   * Runs `input` (token ids for stages starting at layer 0, else hidden rows [n, d]) at the positions
+   * following the cache, appends the new K/V rows of this stage's layers to `cache`, and returns the
+   * hidden state and exit logits for rows logitsStart..n−1 (none when logitsStart = n).
+   */
+  run(cache: KvCache, input: ArrayLike<number> | Float32Array, logitsStart?: number): Promise<StageResult>;
+  /**
+   * Chain stages: feeds `ids`, then drafts `spec.chain` tokens greedily, feeding all but the last (all with
+   * `chainFeedsLast`). Appends the fed tokens' K/V rows to `cache`; returns the drafts and the hidden rows
+   * [fed, d] after block `to`.
+   */
+  runChain(cache: KvCache, ids: ArrayLike<number>): Promise<{ drafts: BigInt64Array; hidden: Float32Array }>;
+  /** Refuses new calls from now on (MexitError `code`, with `reason`); resolves once running calls are done. */
+  release(code?: string, reason?: string): Promise<void>;
+}
+
+/**
+ * One compiled stage (one ORT session) with reusable input buffers. Calls are serialised on `lock` (the runtime passes one
  * lock to all its stages): the feeds and id buffers are reused, and onnxruntime-node reads them only on a
  * later turn of the event loop, so overlapping calls would otherwise run on each other's inputs. Each call
  * still sees its cache as it is when the call's turn comes, as if the calls had been awaited one by one.
  */
-export class Stage {
+export class SessionStage implements Stage {
   /** Accumulated wall time inside session.run (ms) and number of calls, for overhead reports. */
   runMs = 0;
   calls = 0;
@@ -346,7 +379,7 @@ export class Stage {
   private setFeeds(cache: KvCache, input: ArrayLike<number> | Float32Array, extraRows = 0): number {
     const { from, to } = this.spec;
     const { hiddenSize: d, numKvHeads, headDim } = this.cfg;
-    const embeds = from === 0 && !this.spec.propagate;
+    const embeds = from === 0 && !this.spec.propagate && !this.spec.hiddenInput;
     // Ids: an array or typed array of integers; hidden rows: a Float32Array of whole rows.
     const shaped = embeds
       ? Array.isArray(input) || (ArrayBuffer.isView(input) && !(input instanceof DataView))
@@ -386,14 +419,9 @@ export class Stage {
     this.pastRows = past;
     const feeds = this.feeds;
     if (embeds) {
+      checkTokenIds(input, this.cfg.vocabSize);
       if (this.idsBuffer.length < n) this.idsBuffer = new BigInt64Array(Math.max(n, this.idsBuffer.length * 2));
-      for (let i = 0; i < n; i++) {
-        const id = input[i];
-        if (!Number.isInteger(id) || id < 0 || id >= this.cfg.vocabSize) {
-          throw new OptionsError('TOKEN_ID_RANGE', `token id ${id} is outside the vocabulary 0..${this.cfg.vocabSize - 1}`);
-        }
-        this.idsBuffer[i] = BigInt(id);
-      }
+      for (let i = 0; i < n; i++) this.idsBuffer[i] = BigInt(input[i]);
       feeds.ids = new ort.Tensor('int64', this.idsBuffer.subarray(0, n), [n]);
     } else {
       feeds.hidden = new ort.Tensor('float32', input as Float32Array, [n, d]);
@@ -435,6 +463,16 @@ export class Stage {
       this.releasing = idle.then(() => this.session.release());
     }
     return this.releasing;
+  }
+}
+
+/** OptionsError TOKEN_ID_RANGE unless every id is an integer in 0..vocabSize − 1. */
+export function checkTokenIds(ids: ArrayLike<number>, vocabSize: number): void {
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new OptionsError('TOKEN_ID_RANGE', `token id ${id} is outside the vocabulary 0..${vocabSize - 1}`);
+    }
   }
 }
 

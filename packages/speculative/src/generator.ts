@@ -72,8 +72,8 @@ export class MexitGenerator implements TextGenerator {
 
   /** Loads a model directory; `options` holds runtime settings and default generation options. */
   static async fromPretrained(dir: string, options: GeneratorOptions = {}): Promise<MexitGenerator> {
-    const { threads, spinning, prepacking, cacheDir, maxStages, onProgress, ...defaults } = options;
-    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir, maxStages, onProgress });
+    const { threads, spinning, prepacking, cacheDir, maxStages, onProgress, weights, layout, ...defaults } = options;
+    const runtime = await ModelRuntime.load(dir, { threads, spinning, prepacking, cacheDir, maxStages, onProgress, weights, layout });
     try {
       resolveOptions(runtime, defaults); // fail fast on bad defaults
     } catch (e) {

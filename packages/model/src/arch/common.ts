@@ -224,6 +224,8 @@ export interface BlockOutput {
 export interface Architecture {
   /** Tensor names and shapes a checkpoint must hold (validated before any graph is built). */
   requiredTensors(): { name: string; shape: number[] }[];
+  /** The input embedding as tables: hidden = tokens[id] (+ positions[position]); what embed() computes in a graph. */
+  embeddingTables: { tokens: string; positions?: string };
   embed(ctx: StageContext, ids: string): string;
   block(ctx: StageContext, layer: number, hidden: string, pastK: string, pastV: string): BlockOutput;
   /** K/V rows of `layer` computed from a hidden state without running attention (CALM state propagation). */

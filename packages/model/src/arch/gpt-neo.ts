@@ -41,6 +41,7 @@ export function gptNeoArchitecture(cfg: ModelConfig, w: WeightSource): Architect
       }
       return t;
     },
+    embeddingTables: { tokens: 'transformer.wte.weight', positions: 'transformer.wpe.weight' },
     embed(ctx, ids) {
       const { g } = ctx;
       const tokens = g.gather(w.add(g, 'transformer.wte.weight', [cfg.vocabSize, d]), ids);

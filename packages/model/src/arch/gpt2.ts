@@ -43,6 +43,7 @@ export function gpt2Architecture(cfg: ModelConfig, w: WeightSource): Architectur
       }
       return t;
     },
+    embeddingTables: { tokens: `${pre}wte.weight`, positions: `${pre}wpe.weight` },
     embed(ctx, ids) {
       const { g } = ctx;
       const tokens = g.gather(w.add(g, `${pre}wte.weight`, [cfg.vocabSize, d]), ids);

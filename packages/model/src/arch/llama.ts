@@ -37,6 +37,7 @@ export function llamaArchitecture(cfg: ModelConfig, w: WeightSource): Architectu
       }
       return t;
     },
+    embeddingTables: { tokens: 'model.embed_tokens.weight' },
     embed(ctx, ids) {
       return ctx.g.gather(w.add(ctx.g, 'model.embed_tokens.weight', [cfg.vocabSize, d]), ids);
     },

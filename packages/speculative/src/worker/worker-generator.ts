@@ -21,7 +21,7 @@ export interface WorkerGeneratorOptions extends RuntimeOptions, GenerateOptions 
 
 export const MAX_WORKERS = 64;
 
-const RUNTIME_KEYS = ['threads', 'spinning', 'prepacking', 'cacheDir', 'maxStages'] as const;
+const RUNTIME_KEYS = ['threads', 'spinning', 'prepacking', 'cacheDir', 'maxStages', 'weights', 'layout'] as const;
 
 /** A request message before its id is assigned. */
 type Call = { type: 'generate'; prompt: Prompt; options: WireOptions } | { type: 'tokenize'; prompt: Prompt; addSpecialTokens?: boolean };
