@@ -24,6 +24,9 @@ export async function createDrafter(runtime: ModelRuntime, o: ResolvedOptions): 
     chainLength: plainGreedy ? o.numSpeculations : undefined,
     confidenceThreshold: o.draftConfidenceThreshold,
   };
-  if (o.draftQuantization !== 'none') return QuantizedDrafter.create(runtime, spec, o.draftQuantization, o.doSample);
+  // Drafts at the model's own precision (RuntimeOptions.weights) are exact drafts: they share the cache.
+  if (o.draftQuantization !== 'none' && o.draftQuantization !== runtime.options.weights) {
+    return QuantizedDrafter.create(runtime, spec, o.draftQuantization, o.doSample);
+  }
   return SharedCacheDrafter.create(runtime, { ...spec, feedLast: o.bonusToken }, o.doSample);
 }
